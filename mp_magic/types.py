@@ -1,0 +1,183 @@
+"""The values that cross layers: progress events, fetch results and table metadata.
+
+These are plain frozen dataclasses so they can be passed between threads, compared in tests and
+serialised to the JSON shapes seed 001 documents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+import orjson
+
+FetchStatus = Literal["fetching", "complete", "partial", "interrupted"]
+WaitReason = Literal["hourly", "concurrent", "retry"]
+
+
+def _iso(value: datetime) -> str:
+    """Seed 001 prints fetched_at as ISO-8601 UTC with a trailing Z."""
+    text = value.isoformat(timespec="seconds")
+    return text.replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class FetchPlan:
+    """What page 0 told us: sent to progress reporters before the remaining pages start."""
+
+    table: str
+    total_profiles: int
+    page_size: int
+    total_pages: int
+    workers: int
+    budget_remaining: int
+    estimated_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class ProfileBatchProgress:
+    """One page finished (written or failed), with the running totals a progress bar needs."""
+
+    page_index: int
+    total_pages: int
+    rows: int
+    success: bool
+    error: str | None = None
+    pages_done: int = 0
+    pages_failed: int = 0
+    rows_total: int = 0
+    expected_rows: int = 0
+    elapsed_seconds: float = 0.0
+    waited_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class BudgetWait:
+    """The fetch is paused by design (query budget, server rate limit or retry backoff)."""
+
+    seconds: float
+    reason: WaitReason
+    message: str
+    page_index: int | None = None
+
+
+class ProgressReporter(Protocol):
+    """What the fetch services report to; implemented by the text and widget progress views."""
+
+    def start(self, plan: FetchPlan) -> None: ...
+
+    def batch(self, progress: ProfileBatchProgress) -> None: ...
+
+    def wait(self, event: BudgetWait) -> None: ...
+
+    def notice(self, message: str) -> None: ...
+
+    def finish(self, result: FetchResult | ParallelProfileFetchResult) -> None: ...
+
+
+@dataclass(frozen=True)
+class _ResultBase:
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key, value in list(data.items()):
+            if isinstance(value, datetime):
+                data[key] = _iso(value)
+            elif isinstance(value, tuple):
+                data[key] = list(value)
+        data["has_failures"] = bool(data.get("failed_page_indices"))
+        return data
+
+    def to_json(self) -> str:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2).decode()
+
+
+@dataclass(frozen=True)
+class FetchResult(_ResultBase):
+    """A sequential fetch's outcome (seed 000's FetchResult, with the page bookkeeping added)."""
+
+    table: str
+    rows: int
+    duration_seconds: float
+    fetched_at: datetime
+    type: Literal["profiles"] = "profiles"
+    successful_pages: int = 0
+    failed_page_indices: tuple[int, ...] = ()
+    waited_seconds: float = 0.0
+    sessions: int = 1
+    replaced: bool = False
+    appended: bool = False
+    status: FetchStatus = "complete"
+
+    @property
+    def has_failures(self) -> bool:
+        return bool(self.failed_page_indices)
+
+    @property
+    def total_rows(self) -> int:
+        return self.rows
+
+
+@dataclass(frozen=True)
+class ParallelProfileFetchResult(_ResultBase):
+    """A parallel fetch's outcome; ``to_dict()`` is seed 001's JSON plus the extra bookkeeping."""
+
+    table: str
+    total_rows: int
+    successful_pages: int
+    failed_pages: int
+    failed_page_indices: tuple[int, ...]
+    duration_seconds: float
+    fetched_at: datetime
+    waited_seconds: float = 0.0
+    sessions: int = 1
+    replaced: bool = False
+    appended: bool = False
+    status: FetchStatus = "complete"
+
+    @property
+    def has_failures(self) -> bool:
+        return bool(self.failed_page_indices)
+
+    @property
+    def rows(self) -> int:
+        return self.total_rows
+
+
+AnyFetchResult = FetchResult | ParallelProfileFetchResult
+
+
+@dataclass(frozen=True)
+class TableMetadata:
+    """What a stored table came from and how complete it is (seed 000's fields and more)."""
+
+    table: str
+    type: Literal["events", "profiles"]
+    fetched_at: datetime
+    from_date: datetime | None = None
+    to_date: datetime | None = None
+    filter_events: list[str] | None = None
+    filter_where: str | None = None
+    filter_cohort_id: str | None = None
+    filter_output_properties: list[str] | None = None
+    filter_group_id: str | None = None
+    filter_behaviors: str | None = None
+    filter_distinct_id: str | None = None
+    filter_distinct_ids: list[str] | None = None
+    filter_as_of_timestamp: int | None = None
+    filter_include_all_users: bool | None = None
+    query: dict[str, Any] = field(default_factory=dict)
+    status: FetchStatus = "complete"
+    complete: bool = True
+    rows: int = 0
+    total_profiles: int | None = None
+    page_size: int | None = None
+    total_pages: int | None = None
+    pages_done: int = 0
+    failed_page_indices: list[int] = field(default_factory=list)
+    session_id: str | None = None
+    sessions: int = 1
+    waited_seconds: float = 0.0
+    duration_seconds: float = 0.0
+    parallel: bool = False
+    column_map: dict[str, str] = field(default_factory=dict)
