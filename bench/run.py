@@ -1,0 +1,271 @@
+"""mp_magic benchmarks: every figure is a ratio of two measurements taken in this one run.
+
+    .venv/bin/python bench/run.py            # all of them (a few minutes)
+    .venv/bin/python bench/run.py parallel   # or: local, memory, typing, pacing
+
+The emulator always runs in a separate process (as the real API is remote), so its CPU time and
+memory do not count against the client being measured. Targets (from the issues):
+  parallel   wall / ideal  L × (1 + ceil((N−1)/5))  for N = 50 pages at L = 100 ms    ≤ 1.10
+  local      columnar end-to-end profiles/s  ÷  row-wise executemany profiles/s       ≥ 5
+  memory     peak RSS of a 200,000-profile fetch ÷ that of a 20,000-profile fetch     < 2
+  typing     100,000 profiles over 500 sparse properties: typed time ÷ raw-JSON time  (reported)
+  pacing     wall / the budget's ideal for five windows' worth of pages; 429s          ≤ 1.10, ~0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+USERNAME, SECRET, PROJECT = "bench", "bench-secret", 7
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def emulator(**options: Any) -> Iterator[str]:
+    """`python -m mp_magic.emulator` in its own process; yields its base URL."""
+    port = _free_port()
+    args = [sys.executable, "-m", "mp_magic.emulator", "--host", "127.0.0.1", "--port", str(port),
+            "--username", USERNAME, "--secret", SECRET, "--project-id", str(PROJECT)]
+    for key, value in options.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"emulator did not start: {args}") from None
+            time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def workspace(url: str, budget: str = "100000/3600", path: str | None = None) -> Any:
+    from mp_magic import Workspace
+
+    return Workspace(
+        path, api_url=url, username=USERNAME, secret=SECRET, project_id=PROJECT, query_budget=budget
+    )
+
+
+def warm(url: str) -> None:
+    """Build the emulator's dataset before timing (its first page builds every profile)."""
+    import httpx
+
+    httpx.post(f"{url}/api/query/engage", params={"project_id": PROJECT}, auth=(USERNAME, SECRET),
+               data={"page": "0"}, timeout=300).raise_for_status()
+
+
+# -- parallel efficiency --------------------------------------------------------------------------
+
+
+def bench_parallel() -> dict[str, Any]:
+    pages, latency, workers = 50, 0.1, 5
+    with emulator(profiles=pages * 1000, page_size=1000, latency=latency) as url:
+        warm(url)
+        ws = workspace(url)
+        start = time.perf_counter()
+        result = ws.fetch_profiles("p", parallel=True, max_workers=workers, progress=False)
+        wall = time.perf_counter() - start
+        ws.close()
+    ideal = latency * (1 + math.ceil((pages - 1) / workers))
+    assert result.total_rows == pages * 1000 and not result.has_failures
+    return {"pages": pages, "latency_s": latency, "wall_s": round(wall, 3), "ideal_s": round(ideal, 3),
+            "ratio_wall_over_ideal": round(wall / ideal, 3), "target": "<= 1.10"}
+
+
+# -- local cost: columnar vs row-wise executemany ---------------------------------------------------
+
+
+def bench_local() -> dict[str, Any]:
+    import duckdb
+
+    from mp_magic.client import MixpanelAPIClient
+
+    pages = 200
+    with emulator(profiles=pages * 1000, page_size=1000, latency=0) as url:
+        warm(url)
+        ws = workspace(url)
+        start = time.perf_counter()
+        result = ws.fetch_profiles("p", parallel=True, progress=False)
+        columnar_s = time.perf_counter() - start
+        assert result.total_rows == pages * 1000
+        columnar_rate = result.total_rows / columnar_s
+        ws.close()
+
+        # The earlier library's way: the same HTTP pages, each profile an executemany row.
+        sample_pages = 20
+        ws = workspace(url)
+        client: MixpanelAPIClient = ws.client
+        con = duckdb.connect()
+        con.execute("CREATE TABLE p (distinct_id VARCHAR, last_seen TIMESTAMP, properties JSON)")
+        start = time.perf_counter()
+        first = client.query_engage_page(0)
+        session = first["session_id"]
+        rows_written = 0
+        for page in range(sample_pages):
+            data = first if page == 0 else client.query_engage_page(page, session_id=session)
+            rows = [
+                (p["$distinct_id"], p["$properties"].get("$last_seen"), json.dumps(p["$properties"]))
+                for p in data["results"]
+            ]
+            con.executemany("INSERT INTO p VALUES (?, ?, ?)", rows)
+            rows_written += len(rows)
+        rowwise_s = time.perf_counter() - start
+        rowwise_rate = rows_written / rowwise_s
+        ws.close()
+    return {"pages": pages, "columnar_profiles_per_s": round(columnar_rate),
+            "columnar_wall_s": round(columnar_s, 2),
+            "executemany_profiles_per_s": round(rowwise_rate),
+            "executemany_measured_on_pages": sample_pages,
+            "ratio_columnar_over_executemany": round(columnar_rate / rowwise_rate, 1), "target": ">= 5"}
+
+
+# -- memory: peak RSS grows far slower than the fetch ----------------------------------------------
+
+
+_MEMORY_CHILD = """
+import resource, sys
+sys.path.insert(0, {root!r})
+from mp_magic import Workspace
+ws = Workspace({path!r}, api_url={url!r}, username={user!r}, secret={secret!r}, project_id={project},
+               query_budget="100000/3600")
+r = ws.fetch_profiles("p", parallel=True, progress=False)
+assert r.total_rows == {profiles}, r
+ws.close()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _peak_rss_kib(url: str, profiles: int, tmp: Path) -> int:
+    db = tmp / f"mem_{profiles}.duckdb"
+    code = _MEMORY_CHILD.format(root=str(ROOT), path=str(db), url=url, user=USERNAME, secret=SECRET,
+                                project=PROJECT, profiles=profiles)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def bench_memory() -> dict[str, Any]:
+    import tempfile
+
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for profiles in (20_000, 200_000):
+            with emulator(profiles=profiles, page_size=1000, latency=0) as url:
+                warm(url)
+                results[profiles] = _peak_rss_kib(url, profiles, Path(tmp))
+    small, large = results[20_000], results[200_000]
+    return {"peak_rss_20k_mib": round(small / 1024, 1), "peak_rss_200k_mib": round(large / 1024, 1),
+            "ratio_200k_over_20k": round(large / small, 2), "target": "< 2"}
+
+
+# -- typing: typed wide table vs raw JSON ----------------------------------------------------------
+
+
+def bench_typing() -> dict[str, Any]:
+    profiles = 100_000
+    with emulator(profiles=profiles, page_size=1000, latency=0, sparse_properties=500) as url:
+        warm(url)
+        ws = workspace(url)
+        start = time.perf_counter()
+        result = ws.fetch_profiles("typed", parallel=True, progress=False)
+        typed_s = time.perf_counter() - start
+        columns = len(ws.table("typed").columns)
+        ws.close()
+
+        ws = workspace(url)  # the same pages, kept as raw JSON only (no typing pass)
+        storage = ws.storage
+        client = ws.client
+        start = time.perf_counter()
+        first = client.query_engage_page(0)
+        pages = math.ceil(first["total"] / first["page_size"])
+        storage.raw_only_benchmark_table("raw")
+        batches = [storage.page_batch(0, first["results"])]
+        for page in range(1, pages):
+            data = client.query_engage_page(page, session_id=first["session_id"])
+            batches.append(storage.page_batch(page, data["results"]))
+            if len(batches) >= 5:
+                storage.write_raw_only("raw", batches)
+                batches = []
+        storage.write_raw_only("raw", batches)
+        raw_s = time.perf_counter() - start
+        ws.close()
+    assert result.total_rows == profiles
+    return {"profiles": profiles, "typed_columns": columns, "typed_s": round(typed_s, 2),
+            "raw_json_s": round(raw_s, 2), "ratio_typed_over_raw": round(typed_s / raw_s, 2)}
+
+
+# -- pacing: fetches beyond the budget -------------------------------------------------------------
+
+
+def bench_pacing() -> dict[str, Any]:
+    queries, window, windows = 10, 3.0, 5
+    pages = queries * windows
+    with emulator(profiles=pages * 100, page_size=100, latency=0.02,
+                  hourly_limit=f"{queries}/{window:g}") as url:
+        warm(url)
+        time.sleep(window + 0.5)  # let the warm-up query leave the server's window
+        ws = workspace(url, budget=f"{queries}/{window:g}")
+        start = time.perf_counter()
+        result = ws.fetch_profiles("p", parallel=True, progress=False)
+        wall = time.perf_counter() - start
+        ws.close()
+        import httpx
+
+        stats = httpx.get(f"{url}/_emulator/stats", timeout=10).json()
+    # ideal: every window but the last is spent waiting for the budget; the last costs its pages
+    ideal = (windows - 1) * window + 0.02 * math.ceil(queries / 5)
+    assert result.total_rows == pages * 100 and not result.has_failures
+    return {"pages": pages, "budget": f"{queries}/{window:g} s", "wall_s": round(wall, 2),
+            "ideal_s": round(ideal, 2), "ratio_wall_over_ideal": round(wall / ideal, 3),
+            "target": "<= 1.10", "429s_received": stats.get("rate_limited", stats.get("by_status", {}).get("429", 0)),
+            "waited_s": result.waited_seconds}
+
+
+BENCHES = {"parallel": bench_parallel, "local": bench_local, "memory": bench_memory,
+           "typing": bench_typing, "pacing": bench_pacing}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="*", metavar="BENCH", help=f"any of {', '.join(BENCHES)}")
+    args = parser.parse_args()
+    unknown = [name for name in args.which if name not in BENCHES]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHES)}")
+    os.environ.pop("MP_QUERY_BUDGET", None)
+    for name in args.which or list(BENCHES):
+        started = time.perf_counter()
+        figures = BENCHES[name]()
+        figures["bench_seconds"] = round(time.perf_counter() - started, 1)
+        print(f"{name:9s} {json.dumps(figures)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

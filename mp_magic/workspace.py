@@ -1,0 +1,321 @@
+"""`Workspace`: the per-kernel facade that owns the storage and the client.
+
+Front ends (magics, form, CLI) talk only to this class. It decides where profiles come from: the
+configured Mixpanel project, or — when no credentials are configured at all — the built-in Engage
+emulator on loopback, started lazily so importing mp_magic never opens a socket.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .client import MixpanelAPIClient
+from .config import Credentials, QueryBudgetSpec, Secret, Settings
+from .exceptions import ConfigurationError
+from .fetch import FetcherService
+from .query import EngageQuery
+from .storage import StorageEngine
+from .types import AnyFetchResult, ProgressReporter, TableMetadata
+from .fetch.engine import BatchCallback, WaitCallback
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_EMULATOR_OPTIONS: dict[str, Any] = {"profiles": 5000, "seed": 7, "page_size": 1000}
+"""The demo dataset: five pages of realistic profiles, the same on every machine."""
+
+
+class Workspace:
+    """One per kernel: a DuckDB database (in memory unless ``path``) plus an Engage client.
+
+    ``settings`` defaults to `Settings.load()` (arguments > environment > config file);
+    ``query_budget`` ("60/3600" or a `QueryBudgetSpec`) overrides the shared query budget;
+    ``emulator`` holds options for the built-in emulator, used only when no credentials are set.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        settings: Settings | None = None,
+        query_budget: str | QueryBudgetSpec | None = None,
+        emulator: Mapping[str, Any] | None = None,
+        **setting_overrides: Any,
+    ) -> None:
+        if settings is None:
+            settings = Settings.load(query_budget=query_budget, **setting_overrides)
+        elif query_budget is not None or setting_overrides:
+            budget = (
+                QueryBudgetSpec.parse(query_budget) if isinstance(query_budget, str) else query_budget
+            )
+            changes = dict(setting_overrides)
+            if budget is not None:
+                changes["query_budget"] = budget
+            settings = settings.with_overrides(**changes)
+        if settings.credentials is None and settings.api_url is not None:
+            raise ConfigurationError(
+                "MP_USERNAME",
+                "MP_API_URL is set but no credentials are; set MP_USERNAME, MP_SECRET and "
+                "MP_PROJECT_ID (or unset MP_API_URL to use the built-in emulator)",
+            )
+        self._settings = settings
+        self._emulator_options = {**DEFAULT_EMULATOR_OPTIONS, **(emulator or {})}
+        self._emulator: Any = None
+        self._path = None if path is None else Path(path)
+        self._storage = StorageEngine(self._path)
+        self._client: MixpanelAPIClient | None = None
+        self._lock = threading.Lock()
+        self.last_result: AnyFetchResult | None = None
+
+    # -- where profiles come from --------------------------------------------------------------
+
+    @property
+    def using_emulator(self) -> bool:
+        return self._settings.credentials is None
+
+    @property
+    def source(self) -> str:
+        """One line saying where profiles come from (never the secret)."""
+        if self.using_emulator:
+            where = f" at {self._emulator.url}" if self._emulator is not None else ""
+            return f"built-in emulator{where} (no credentials configured)"
+        creds = self._settings.credentials
+        assert creds is not None
+        host = self._settings.api_url or f"Mixpanel {self._settings.region.upper()}"
+        return f"{host}, project {creds.project_id}"
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def storage(self) -> StorageEngine:
+        return self._storage
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @property
+    def client(self) -> MixpanelAPIClient:
+        """The Engage client, created on first use (starting the emulator if that is the source)."""
+        with self._lock:
+            if self._client is None:
+                settings = self._settings
+                if self.using_emulator:
+                    settings = self._start_emulator(settings)
+                self._client = MixpanelAPIClient(settings)
+            return self._client
+
+    @property
+    def emulator(self) -> Any:
+        """The running built-in emulator (None until the first fetch, or with real credentials)."""
+        return self._emulator
+
+    def _start_emulator(self, settings: Settings) -> Settings:
+        from .emulator import EmulatorConfig, EngageEmulator
+
+        budget = settings.query_budget
+        options = {"hourly_limit": (budget.queries, budget.seconds), **self._emulator_options}
+        self._emulator = EngageEmulator(EmulatorConfig(**options))
+        self._emulator.start()
+        return settings.with_overrides(
+            api_url=self._emulator.url,
+            credentials=Credentials(
+                username=self._emulator.username,
+                secret=Secret(self._emulator.secret),
+                project_id=self._emulator.project_id,
+            ),
+        )
+
+    # -- fetching ------------------------------------------------------------------------------
+
+    def fetch_profiles(
+        self,
+        name: str = "profiles",
+        *,
+        query: EngageQuery | None = None,
+        parallel: bool = False,
+        max_workers: int | None = None,
+        on_batch_complete: BatchCallback | None = None,
+        on_wait: WaitCallback | None = None,
+        progress: bool | ProgressReporter = True,
+        append: bool = False,
+        replace: bool = False,
+        batch_size: int = 1000,
+        wait_for_budget: bool = True,
+        cancel: threading.Event | None = None,
+        **params: Any,
+    ) -> AnyFetchResult:
+        """Fetch every matching profile into table ``name``; Engage parameters as keywords or query.
+
+        Raises `TableExistsError` when the table exists and neither ``append`` nor ``replace`` is
+        set. Failed pages do not raise: they are in the result and the table's metadata, and
+        `retry_failed_pages` fetches them again.
+        """
+        return self._run(
+            name, query=query, parallel=parallel, max_workers=max_workers,
+            on_batch_complete=on_batch_complete, on_wait=on_wait, progress=progress,
+            append=append, replace=replace, resume=False, batch_size=batch_size,
+            wait_for_budget=wait_for_budget, cancel=cancel, params=params,
+        )
+
+    def resume(
+        self,
+        name: str,
+        *,
+        parallel: bool | None = None,
+        max_workers: int | None = None,
+        on_batch_complete: BatchCallback | None = None,
+        on_wait: WaitCallback | None = None,
+        progress: bool | ProgressReporter = True,
+        wait_for_budget: bool = True,
+        cancel: threading.Event | None = None,
+    ) -> AnyFetchResult:
+        """Finish an interrupted or partial fetch: only the pages not yet written are fetched.
+
+        The stored session is reused while the API accepts it; otherwise a new one is opened and
+        every profile is still kept once (by distinct_id).
+        """
+        if parallel is None:
+            state = self._storage.fetch_state(name)
+            parallel = bool(state.parallel) if state is not None else False
+        return self._run(
+            name, query=None, parallel=parallel, max_workers=max_workers,
+            on_batch_complete=on_batch_complete, on_wait=on_wait, progress=progress,
+            append=False, replace=False, resume=True, batch_size=1000,
+            wait_for_budget=wait_for_budget, cancel=cancel, params={},
+        )
+
+    retry_failed_pages = resume
+    """Fetch the failed pages of a partial table again (the same operation as `resume`)."""
+
+    def _run(
+        self,
+        name: str,
+        *,
+        query: EngageQuery | None,
+        parallel: bool,
+        max_workers: int | None,
+        on_batch_complete: BatchCallback | None,
+        on_wait: WaitCallback | None,
+        progress: bool | ProgressReporter,
+        append: bool,
+        replace: bool,
+        resume: bool,
+        batch_size: int,
+        wait_for_budget: bool,
+        cancel: threading.Event | None,
+        params: dict[str, Any],
+    ) -> AnyFetchResult:
+        from .fetch import resolve_query
+
+        resolved = None if resume else resolve_query(query, params)  # invalid input: no socket opened
+        reporter = _reporter(progress, on_batch_complete)
+        service = FetcherService(self.client, self._storage)
+        result = service.fetch_profiles(
+            name,
+            query=resolved,
+            parallel=parallel,
+            max_workers=max_workers,
+            on_batch_complete=on_batch_complete,
+            on_wait=on_wait,
+            reporter=reporter,
+            append=append,
+            replace=replace,
+            resume=resume,
+            batch_size=batch_size,
+            wait_for_budget=wait_for_budget,
+            cancel=cancel,
+        )
+        self.last_result = result
+        return result
+
+    def stream_profiles(
+        self, *, query: EngageQuery | None = None, raw: bool = False, **params: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Iterate profiles without storing them (seed 000's stream_profiles)."""
+        from .fetch import resolve_query
+
+        resolved = resolve_query(query, params)
+        return FetcherService(self.client, self._storage).stream_profiles(query=resolved, raw=raw)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def sql(self, query: str) -> pd.DataFrame:
+        """Run SQL over the workspace's tables (typed columns, nullable dtypes)."""
+        return self._storage.sql(query)
+
+    def table(self, name: str, *, raw: bool = False) -> pd.DataFrame:
+        return self._storage.table(name, raw=raw)
+
+    def tables(self) -> list[str]:
+        return self._storage.tables()
+
+    def metadata(self, name: str) -> TableMetadata:
+        return self._storage.metadata(name)
+
+    def drop(self, name: str) -> None:
+        self._storage.drop(name)
+
+    def export(self, name: str, path: str | Path) -> Path:
+        """Write a table to Parquet, CSV or JSON Lines, chosen by the path's suffix."""
+        return self._storage.export(name, path)
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+            if self._emulator is not None:
+                self._emulator.stop()
+                self._emulator = None
+        self._storage.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = str(self._path) if self._path else ":memory:"
+        return f"Workspace(path={where!r}, source={self.source!r})"
+
+
+def _reporter(
+    progress: bool | ProgressReporter | None, on_batch_complete: BatchCallback | None
+) -> ProgressReporter | None:
+    """Seed 001: the default progress view hides when a custom on_batch_complete is given."""
+    if progress is None or isinstance(progress, bool):
+        if not progress or on_batch_complete is not None:
+            return None
+        from .progress import auto_reporter
+
+        return auto_reporter()
+    return progress
+
+
+_default: Workspace | None = None
+_default_lock = threading.Lock()
+
+
+def default_workspace() -> Workspace:
+    """The kernel's Workspace, shared by the magics and the form (created on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Workspace()
+        return _default
+
+
+def set_default_workspace(workspace: Workspace | None) -> None:
+    """Replace the kernel's Workspace (the magic does this when its settings change)."""
+    global _default
+    with _default_lock:
+        _default = workspace
