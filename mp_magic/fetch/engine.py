@@ -31,6 +31,7 @@ from ..exceptions import (
     AuthenticationError,
     BudgetWarning,
     FetchCancelledError,
+    MpMagicWarning,
     QueryError,
     SessionExpiredError,
     WorkerCapWarning,
@@ -277,7 +278,8 @@ class FetchEngine:
             self._session_no += 1
             self._notice(
                 "the Engage session expired mid-fetch; opened a new one and continuing "
-                "(each profile is kept once, by distinct_id)."
+                "(each profile is kept once, by distinct_id).",
+                MpMagicWarning,
             )
             self._renew_session()
             pending = sorted(expired)
@@ -378,6 +380,8 @@ class FetchEngine:
             writer.join()
             self._drain_quietly()
             raise
+        if opts.cancel.is_set():
+            raise FetchCancelledError("fetch cancelled; the pages written so far are kept")
         if self._budget_stop.is_set() and not session_gone.is_set():
             self._defer(sorted(expired))
             return []
@@ -568,7 +572,7 @@ class FetchEngine:
             waited_seconds=self._waits.total,
         )
 
-    def _notice(self, message: str, category: type[Warning] = UserWarning) -> None:
+    def _notice(self, message: str, category: type[Warning] = MpMagicWarning) -> None:
         notify(self._opts.reporter, message, category)
 
     # -- the result ----------------------------------------------------------------------------
