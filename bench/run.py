@@ -43,8 +43,21 @@ def _free_port() -> int:
 def emulator(**options: Any) -> Iterator[str]:
     """`python -m mp_magic.emulator` in its own process; yields its base URL."""
     port = _free_port()
-    args = [sys.executable, "-m", "mp_magic.emulator", "--host", "127.0.0.1", "--port", str(port),
-            "--username", USERNAME, "--secret", SECRET, "--project-id", str(PROJECT)]
+    args = [
+        sys.executable,
+        "-m",
+        "mp_magic.emulator",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--username",
+        USERNAME,
+        "--secret",
+        SECRET,
+        "--project-id",
+        str(PROJECT),
+    ]
     for key, value in options.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -77,8 +90,13 @@ def warm(url: str) -> None:
     """Build the emulator's dataset before timing (its first page builds every profile)."""
     import httpx
 
-    httpx.post(f"{url}/api/query/engage", params={"project_id": PROJECT}, auth=(USERNAME, SECRET),
-               data={"page": "0"}, timeout=300).raise_for_status()
+    httpx.post(
+        f"{url}/api/query/engage",
+        params={"project_id": PROJECT},
+        auth=(USERNAME, SECRET),
+        data={"page": "0"},
+        timeout=300,
+    ).raise_for_status()
 
 
 # -- parallel efficiency --------------------------------------------------------------------------
@@ -95,8 +113,14 @@ def bench_parallel() -> dict[str, Any]:
         ws.close()
     ideal = latency * (1 + math.ceil((pages - 1) / workers))
     assert result.total_rows == pages * 1000 and not result.has_failures
-    return {"pages": pages, "latency_s": latency, "wall_s": round(wall, 3), "ideal_s": round(ideal, 3),
-            "ratio_wall_over_ideal": round(wall / ideal, 3), "target": "<= 1.10"}
+    return {
+        "pages": pages,
+        "latency_s": latency,
+        "wall_s": round(wall, 3),
+        "ideal_s": round(ideal, 3),
+        "ratio_wall_over_ideal": round(wall / ideal, 3),
+        "target": "<= 1.10",
+    }
 
 
 # -- local cost: columnar vs row-wise executemany ---------------------------------------------------
@@ -131,7 +155,11 @@ def bench_local() -> dict[str, Any]:
         for page in range(sample_pages):
             data = first if page == 0 else client.query_engage_page(page, session_id=session)
             rows = [
-                (p["$distinct_id"], p["$properties"].get("$last_seen"), json.dumps(p["$properties"]))
+                (
+                    p["$distinct_id"],
+                    p["$properties"].get("$last_seen"),
+                    json.dumps(p["$properties"]),
+                )
                 for p in data["results"]
             ]
             con.executemany("INSERT INTO p VALUES (?, ?, ?)", rows)
@@ -139,11 +167,15 @@ def bench_local() -> dict[str, Any]:
         rowwise_s = time.perf_counter() - start
         rowwise_rate = rows_written / rowwise_s
         ws.close()
-    return {"pages": pages, "columnar_profiles_per_s": round(columnar_rate),
-            "columnar_wall_s": round(columnar_s, 2),
-            "executemany_profiles_per_s": round(rowwise_rate),
-            "executemany_measured_on_pages": sample_pages,
-            "ratio_columnar_over_executemany": round(columnar_rate / rowwise_rate, 1), "target": ">= 5"}
+    return {
+        "pages": pages,
+        "columnar_profiles_per_s": round(columnar_rate),
+        "columnar_wall_s": round(columnar_s, 2),
+        "executemany_profiles_per_s": round(rowwise_rate),
+        "executemany_measured_on_pages": sample_pages,
+        "ratio_columnar_over_executemany": round(columnar_rate / rowwise_rate, 1),
+        "target": ">= 5",
+    }
 
 
 # -- memory: peak RSS grows far slower than the fetch ----------------------------------------------
@@ -164,8 +196,15 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 def _peak_rss_kib(url: str, profiles: int, tmp: Path) -> int:
     db = tmp / f"mem_{profiles}.duckdb"
-    code = _MEMORY_CHILD.format(root=str(ROOT), path=str(db), url=url, user=USERNAME, secret=SECRET,
-                                project=PROJECT, profiles=profiles)
+    code = _MEMORY_CHILD.format(
+        root=str(ROOT),
+        path=str(db),
+        url=url,
+        user=USERNAME,
+        secret=SECRET,
+        project=PROJECT,
+        profiles=profiles,
+    )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return int(out.stdout.strip().splitlines()[-1])
 
@@ -180,8 +219,12 @@ def bench_memory() -> dict[str, Any]:
                 warm(url)
                 results[profiles] = _peak_rss_kib(url, profiles, Path(tmp))
     small, large = results[20_000], results[200_000]
-    return {"peak_rss_20k_mib": round(small / 1024, 1), "peak_rss_200k_mib": round(large / 1024, 1),
-            "ratio_200k_over_20k": round(large / small, 2), "target": "< 2"}
+    return {
+        "peak_rss_20k_mib": round(small / 1024, 1),
+        "peak_rss_200k_mib": round(large / 1024, 1),
+        "ratio_200k_over_20k": round(large / small, 2),
+        "target": "< 2",
+    }
 
 
 # -- typing: typed wide table vs raw JSON ----------------------------------------------------------
@@ -216,8 +259,13 @@ def bench_typing() -> dict[str, Any]:
         raw_s = time.perf_counter() - start
         ws.close()
     assert result.total_rows == profiles
-    return {"profiles": profiles, "typed_columns": columns, "typed_s": round(typed_s, 2),
-            "raw_json_s": round(raw_s, 2), "ratio_typed_over_raw": round(typed_s / raw_s, 2)}
+    return {
+        "profiles": profiles,
+        "typed_columns": columns,
+        "typed_s": round(typed_s, 2),
+        "raw_json_s": round(raw_s, 2),
+        "ratio_typed_over_raw": round(typed_s / raw_s, 2),
+    }
 
 
 # -- pacing: fetches beyond the budget -------------------------------------------------------------
@@ -226,8 +274,9 @@ def bench_typing() -> dict[str, Any]:
 def bench_pacing() -> dict[str, Any]:
     queries, window, windows = 10, 3.0, 5
     pages = queries * windows
-    with emulator(profiles=pages * 100, page_size=100, latency=0.02,
-                  hourly_limit=f"{queries}/{window:g}") as url:
+    with emulator(
+        profiles=pages * 100, page_size=100, latency=0.02, hourly_limit=f"{queries}/{window:g}"
+    ) as url:
         warm(url)
         time.sleep(window + 0.5)  # let the warm-up query leave the server's window
         ws = workspace(url, budget=f"{queries}/{window:g}")
@@ -241,18 +290,31 @@ def bench_pacing() -> dict[str, Any]:
     # ideal: every window but the last is spent waiting for the budget; the last costs its pages
     ideal = (windows - 1) * window + 0.02 * math.ceil(queries / 5)
     assert result.total_rows == pages * 100 and not result.has_failures
-    return {"pages": pages, "budget": f"{queries}/{window:g} s", "wall_s": round(wall, 2),
-            "ideal_s": round(ideal, 2), "ratio_wall_over_ideal": round(wall / ideal, 3),
-            "target": "<= 1.10", "429s_received": stats.get("rate_limited", stats.get("by_status", {}).get("429", 0)),
-            "waited_s": result.waited_seconds}
+    return {
+        "pages": pages,
+        "budget": f"{queries}/{window:g} s",
+        "wall_s": round(wall, 2),
+        "ideal_s": round(ideal, 2),
+        "ratio_wall_over_ideal": round(wall / ideal, 3),
+        "target": "<= 1.10",
+        "429s_received": stats.get("rate_limited", stats.get("by_status", {}).get("429", 0)),
+        "waited_s": result.waited_seconds,
+    }
 
 
-BENCHES = {"parallel": bench_parallel, "local": bench_local, "memory": bench_memory,
-           "typing": bench_typing, "pacing": bench_pacing}
+BENCHES = {
+    "parallel": bench_parallel,
+    "local": bench_local,
+    "memory": bench_memory,
+    "typing": bench_typing,
+    "pacing": bench_pacing,
+}
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("which", nargs="*", metavar="BENCH", help=f"any of {', '.join(BENCHES)}")
     args = parser.parse_args()
     unknown = [name for name in args.which if name not in BENCHES]

@@ -18,17 +18,24 @@ def main() -> int:
         result = workspace.fetch_profiles(
             "profiles", parallel=True, progress=TextProgress(stream=sys.stderr)
         )
-        print(f"fetched {result.total_rows:,} profiles into table 'profiles' "
-              f"({result.successful_pages} pages in {result.duration_seconds:.2f} s)")
+        print(
+            f"fetched {result.total_rows:,} profiles into table 'profiles' "
+            f"({result.successful_pages} pages in {result.duration_seconds:.2f} s)"
+        )
         frame = workspace.table("profiles")
-        columns = [c for c in ("distinct_id", "name", "email", "city", "plan", "ltv", "last_seen")
-                   if c in frame.columns]
+        columns = [
+            c
+            for c in ("distinct_id", "name", "email", "city", "plan", "ltv", "last_seen")
+            if c in frame.columns
+        ]
         print(frame[columns].head(5).to_string(index=False))
         if {"plan", "ltv"} <= set(frame.columns):
-            print(workspace.sql(
-                "SELECT plan, count(*) AS profiles, round(avg(ltv), 2) AS avg_ltv "
-                "FROM profiles GROUP BY plan ORDER BY profiles DESC"
-            ).to_string(index=False))
+            print(
+                workspace.sql(
+                    "SELECT plan, count(*) AS profiles, round(avg(ltv), 2) AS avg_ltv "
+                    "FROM profiles GROUP BY plan ORDER BY profiles DESC"
+                ).to_string(index=False)
+            )
     return 0
 
 

@@ -58,11 +58,18 @@ def add_query_arguments(parser: argparse.ArgumentParser) -> None:
     for name, spec in engage_params():
         if spec.kind == "bool":
             group.add_argument(
-                spec.flag, dest=name, nargs="?", const="true", default=None, metavar=spec.metavar,
+                spec.flag,
+                dest=name,
+                nargs="?",
+                const="true",
+                default=None,
+                metavar=spec.metavar,
                 help=spec.help,
             )
         else:
-            group.add_argument(spec.flag, dest=name, default=None, metavar=spec.metavar, help=spec.help)
+            group.add_argument(
+                spec.flag, dest=name, default=None, metavar=spec.metavar, help=spec.help
+            )
 
 
 def _workers(text: str) -> int:
@@ -80,16 +87,22 @@ def add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("fetch")
     group.add_argument("--parallel", "-p", action="store_true", help="Fetch up to 5 pages at once.")
     group.add_argument(
-        "--workers", type=_workers, default=None, metavar="N",
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N",
         help=f"Parallel workers (default {MAX_WORKERS}; more are capped at {MAX_WORKERS} with a warning).",
     )
     group.add_argument("--append", action="store_true", help="Add to an existing table.")
     group.add_argument(
-        "--resume", action="store_true",
+        "--resume",
+        action="store_true",
         help="Continue an interrupted or partial fetch of the table: only missing and failed pages.",
     )
     group.add_argument(
-        "--no-wait", dest="wait_for_budget", action="store_false",
+        "--no-wait",
+        dest="wait_for_budget",
+        action="store_false",
         help="Stop as partial instead of waiting when the hourly query budget is used up "
         "(resume later with --resume).",
     )

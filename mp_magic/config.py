@@ -97,7 +97,9 @@ class QueryBudgetSpec:
                 setting, f"{text!r} is not QUERIES/SECONDS; write it like 60/3600"
             ) from None
         if queries <= 0 or seconds <= 0:
-            raise ConfigurationError(setting, f"{text!r}: both numbers must be positive, e.g. 60/3600")
+            raise ConfigurationError(
+                setting, f"{text!r}: both numbers must be positive, e.g. 60/3600"
+            )
         return cls(queries=queries, seconds=seconds)
 
     def __str__(self) -> str:
@@ -123,7 +125,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.region not in REGION_HOSTS:
             raise ConfigurationError(
-                "MP_REGION", f"{self.region!r} is not a region; use one of {', '.join(REGION_HOSTS)}"
+                "MP_REGION",
+                f"{self.region!r} is not a region; use one of {', '.join(REGION_HOSTS)}",
             )
         if self.max_attempts < 1:
             raise ConfigurationError("max_attempts", "must be at least 1")
@@ -173,12 +176,17 @@ class Settings:
         if credentials is None and any(v is not None for v in (username, secret, project_id)):
             missing = [
                 n
-                for n, v in (("MP_USERNAME", username), ("MP_SECRET", secret), ("MP_PROJECT_ID", project_id))
+                for n, v in (
+                    ("MP_USERNAME", username),
+                    ("MP_SECRET", secret),
+                    ("MP_PROJECT_ID", project_id),
+                )
                 if not v
             ]
             if missing:
                 raise ConfigurationError(
-                    missing[0], f"is missing; set {', '.join(missing)} too (or none of them for the emulator)"
+                    missing[0],
+                    f"is missing; set {', '.join(missing)} too (or none of them for the emulator)",
                 )
             credentials = Credentials(
                 username=str(username),
@@ -266,7 +274,9 @@ def _check_url(url: str, *, allow_insecure: bool) -> None:
     """Credentials go to HTTPS hosts, or over plain HTTP only to loopback (the emulator)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError("MP_API_URL", f"{url!r} is not an http(s) URL like https://mixpanel.com")
+        raise ConfigurationError(
+            "MP_API_URL", f"{url!r} is not an http(s) URL like https://mixpanel.com"
+        )
     if parts.scheme == "http" and not is_loopback_host(parts.hostname) and not allow_insecure:
         raise ConfigurationError(
             "MP_API_URL",

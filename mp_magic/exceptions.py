@@ -39,7 +39,9 @@ class QueryValidationError(MpMagicError, ValueError):
 class APIError(MpMagicError):
     """The Engage API (or the way to it) refused or failed a request, after any retries."""
 
-    def __init__(self, message: str, *, status_code: int | None = None, page: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status_code: int | None = None, page: int | None = None
+    ) -> None:
         self.message = message
         self.status_code = status_code
         self.page = page

@@ -55,48 +55,78 @@ class EngageQuery:
     """
 
     where: str | None = _param(
-        flag="--where", wire="where", kind="text", metavar="EXPR", multiline=True,
+        flag="--where",
+        wire="where",
+        kind="text",
+        metavar="EXPR",
+        multiline=True,
         help='Segmentation expression, e.g. properties["plan"] == "pro" and defined(properties["$email"]).',
         placeholder='properties["plan"] == "pro"',
     )
     cohort_id: int | None = _param(
-        flag="--cohort-id", wire="filter_by_cohort", kind="int", metavar="ID",
+        flag="--cohort-id",
+        wire="filter_by_cohort",
+        kind="int",
+        metavar="ID",
         help="Only members of this cohort (sent as filter_by_cohort). Not with --behaviors.",
         placeholder="12345",
     )
     output_properties: tuple[str, ...] | None = _param(
-        flag="--output-properties", wire="output_properties", kind="list", metavar="NAMES",
+        flag="--output-properties",
+        wire="output_properties",
+        kind="list",
+        metavar="NAMES",
         help="Only these properties (comma-separated or a JSON array): much smaller pages.",
         placeholder="$email, $city, plan",
     )
     distinct_id: str | None = _param(
-        flag="--distinct-id", wire="distinct_id", kind="text", metavar="ID",
+        flag="--distinct-id",
+        wire="distinct_id",
+        kind="text",
+        metavar="ID",
         help="One profile by distinct_id. Not with --distinct-ids.",
         placeholder="user_000042",
     )
     distinct_ids: tuple[str, ...] | None = _param(
-        flag="--distinct-ids", wire="distinct_ids", kind="list", metavar="IDS", multiline=True,
+        flag="--distinct-ids",
+        wire="distinct_ids",
+        kind="list",
+        metavar="IDS",
+        multiline=True,
         help=f"These profiles (comma-separated or a JSON array, at most {MAX_DISTINCT_IDS}).",
         placeholder="user_000001, user_000002",
     )
     group_id: str | None = _param(
-        flag="--group-id", wire="data_group_id", kind="text", metavar="GROUP_KEY",
+        flag="--group-id",
+        wire="data_group_id",
+        kind="text",
+        metavar="GROUP_KEY",
         help="Group profiles of this group key (sent as data_group_id), e.g. company_id.",
         placeholder="company_id",
     )
     behaviors: str | None = _param(
-        flag="--behaviors", wire="behaviors", kind="json", metavar="JSON", multiline=True,
+        flag="--behaviors",
+        wire="behaviors",
+        kind="json",
+        metavar="JSON",
+        multiline=True,
         help="Behavior definitions (a JSON array of objects with a name), used from --where. "
         "Not with --cohort-id.",
         placeholder='[{"name": "bought", "window": "30d", "event_selectors": [...]}]',
     )
     as_of_timestamp: int | None = _param(
-        flag="--as-of-timestamp", wire="as_of_timestamp", kind="timestamp", metavar="TS",
+        flag="--as-of-timestamp",
+        wire="as_of_timestamp",
+        kind="timestamp",
+        metavar="TS",
         help="Profiles as they were at this time (Unix seconds or ISO date-time, UTC).",
         placeholder="1735689600 or 2025-01-01T00:00:00",
     )
     include_all_users: bool | None = _param(
-        flag="--include-all-users", wire="include_all_users", kind="bool", metavar="BOOL",
+        flag="--include-all-users",
+        wire="include_all_users",
+        kind="bool",
+        metavar="BOOL",
         help="With --cohort-id: include cohort members without a profile (true/false).",
     )
 
@@ -178,7 +208,8 @@ class EngageQuery:
             )
         if self.include_all_users is not None and self.cohort_id is None:
             raise QueryValidationError(
-                "include_all_users", "only applies to a cohort; add cohort_id or drop include_all_users"
+                "include_all_users",
+                "only applies to a cohort; add cohort_id or drop include_all_users",
             )
 
 
@@ -238,8 +269,9 @@ def _split_list(name: str, raw: Any) -> list[Any]:
                 parsed = orjson.loads(text)
             except orjson.JSONDecodeError as exc:
                 raise QueryValidationError(
-                    name, f"looks like a JSON array but does not parse ({exc.msg}); fix the JSON "
-                    "or give comma-separated values"
+                    name,
+                    f"looks like a JSON array but does not parse ({exc.msg}); fix the JSON "
+                    "or give comma-separated values",
                 ) from None
             if not isinstance(parsed, list):
                 raise QueryValidationError(name, "expected a JSON array")
@@ -259,7 +291,9 @@ def _string_tuple(name: str, raw: Any) -> tuple[str, ...]:
         text = str(item).strip()
         if not text:
             raise QueryValidationError(name, "contains an empty entry; remove it")
-        if text not in seen:  # the API gains nothing from duplicates; the protocol notes say drop them
+        if (
+            text not in seen
+        ):  # the API gains nothing from duplicates; the protocol notes say drop them
             seen.add(text)
             items.append(text)
     return tuple(items)
@@ -268,7 +302,9 @@ def _string_tuple(name: str, raw: Any) -> tuple[str, ...]:
 def _output_properties(name: str, raw: Any) -> tuple[str, ...]:
     value = _string_tuple(name, raw)
     if not value:
-        raise QueryValidationError(name, "is an empty list; name at least one property or leave it out")
+        raise QueryValidationError(
+            name, "is an empty list; name at least one property or leave it out"
+        )
     return value
 
 
@@ -333,7 +369,8 @@ def _timestamp(name: str, raw: Any) -> int:
                 moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
             except ValueError:
                 raise QueryValidationError(
-                    name, f"{raw!r} is neither Unix seconds nor an ISO date-time like 2025-01-01T00:00:00"
+                    name,
+                    f"{raw!r} is neither Unix seconds nor an ISO date-time like 2025-01-01T00:00:00",
                 ) from None
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
@@ -341,9 +378,13 @@ def _timestamp(name: str, raw: Any) -> int:
     else:
         raise QueryValidationError(name, f"expected Unix seconds, got {type(raw).__name__}")
     if value < 0:
-        raise QueryValidationError(name, f"must not be negative (got {value}); use Unix seconds since 1970")
+        raise QueryValidationError(
+            name, f"must not be negative (got {value}); use Unix seconds since 1970"
+        )
     if value > _MAX_TIMESTAMP:
-        raise QueryValidationError(name, f"{value} is past year 9999; use Unix seconds, not milliseconds")
+        raise QueryValidationError(
+            name, f"{value} is past year 9999; use Unix seconds, not milliseconds"
+        )
     return value
 
 

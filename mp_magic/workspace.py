@@ -16,10 +16,10 @@ from .client import MixpanelAPIClient
 from .config import Credentials, QueryBudgetSpec, Secret, Settings
 from .exceptions import ConfigurationError
 from .fetch import FetcherService
+from .fetch.engine import BatchCallback, WaitCallback
 from .query import EngageQuery
 from .storage import StorageEngine
 from .types import AnyFetchResult, ProgressReporter, TableMetadata
-from .fetch.engine import BatchCallback, WaitCallback
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,7 +49,9 @@ class Workspace:
             settings = Settings.load(query_budget=query_budget, **setting_overrides)
         elif query_budget is not None or setting_overrides:
             budget = (
-                QueryBudgetSpec.parse(query_budget) if isinstance(query_budget, str) else query_budget
+                QueryBudgetSpec.parse(query_budget)
+                if isinstance(query_budget, str)
+                else query_budget
             )
             changes = dict(setting_overrides)
             if budget is not None:
@@ -157,10 +159,20 @@ class Workspace:
         `retry_failed_pages` fetches them again.
         """
         return self._run(
-            name, query=query, parallel=parallel, max_workers=max_workers,
-            on_batch_complete=on_batch_complete, on_wait=on_wait, progress=progress,
-            append=append, replace=replace, resume=False, batch_size=batch_size,
-            wait_for_budget=wait_for_budget, cancel=cancel, params=params,
+            name,
+            query=query,
+            parallel=parallel,
+            max_workers=max_workers,
+            on_batch_complete=on_batch_complete,
+            on_wait=on_wait,
+            progress=progress,
+            append=append,
+            replace=replace,
+            resume=False,
+            batch_size=batch_size,
+            wait_for_budget=wait_for_budget,
+            cancel=cancel,
+            params=params,
         )
 
     def resume(
@@ -184,10 +196,20 @@ class Workspace:
             state = self._storage.fetch_state(name)
             parallel = bool(state.parallel) if state is not None else False
         return self._run(
-            name, query=None, parallel=parallel, max_workers=max_workers,
-            on_batch_complete=on_batch_complete, on_wait=on_wait, progress=progress,
-            append=False, replace=False, resume=True, batch_size=1000,
-            wait_for_budget=wait_for_budget, cancel=cancel, params={},
+            name,
+            query=None,
+            parallel=parallel,
+            max_workers=max_workers,
+            on_batch_complete=on_batch_complete,
+            on_wait=on_wait,
+            progress=progress,
+            append=False,
+            replace=False,
+            resume=True,
+            batch_size=1000,
+            wait_for_budget=wait_for_budget,
+            cancel=cancel,
+            params={},
         )
 
     retry_failed_pages = resume
@@ -213,7 +235,9 @@ class Workspace:
     ) -> AnyFetchResult:
         from .fetch import resolve_query
 
-        resolved = None if resume else resolve_query(query, params)  # invalid input: no socket opened
+        resolved = (
+            None if resume else resolve_query(query, params)
+        )  # invalid input: no socket opened
         reporter = _reporter(progress, on_batch_complete)
         service = FetcherService(self.client, self._storage)
         result = service.fetch_profiles(

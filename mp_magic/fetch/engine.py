@@ -13,6 +13,7 @@ background threads, and keeps the caller in a Python loop where KeyboardInterrup
 
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
 import threading
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from ..budget import QueryBudget
+from ..budget import QueryBudget, format_duration
 from ..client import MixpanelAPIClient
 from ..exceptions import (
     APIError,
@@ -138,7 +139,9 @@ def cap_workers(requested: int | None, reporter: ProgressReporter | None) -> int
 class FetchEngine:
     """Runs one fetch to completion (or to a clean partial/interrupted state)."""
 
-    def __init__(self, client: MixpanelAPIClient, storage: StorageEngine, options: FetchOptions) -> None:
+    def __init__(
+        self, client: MixpanelAPIClient, storage: StorageEngine, options: FetchOptions
+    ) -> None:
         self._client = client
         self._storage = storage
         self._opts = options
@@ -149,7 +152,9 @@ class FetchEngine:
         self._session_no = 0
         self._page_size = 1000
         self._query = options.query
-        self._budget_stop = threading.Event()  # --no-wait: set when the hourly budget would pause us
+        self._budget_stop = (
+            threading.Event()
+        )  # --no-wait: set when the hourly budget would pause us
 
     # -- the whole fetch -----------------------------------------------------------------------
 
@@ -193,8 +198,12 @@ class FetchEngine:
         if self._query.selects_nothing:
             tally.total_pages = 0
             self._storage.record_plan(
-                self._opts.name, total_profiles=0, page_size=self._page_size, total_pages=0,
-                session_id=None, session=0,
+                self._opts.name,
+                total_profiles=0,
+                page_size=self._page_size,
+                total_pages=0,
+                session_id=None,
+                session=0,
             )
             return []
         if self._opts.mode == "resume" and state.total_pages is not None:
@@ -226,8 +235,12 @@ class FetchEngine:
         tally.total_pages = pages
         tally.expected_rows = total_profiles
         self._storage.record_plan(
-            self._opts.name, total_profiles=total_profiles, page_size=self._page_size,
-            total_pages=pages, session_id=self._session_id, session=self._session_no,
+            self._opts.name,
+            total_profiles=total_profiles,
+            page_size=self._page_size,
+            total_pages=pages,
+            session_id=self._session_id,
+            session=self._session_no,
         )
         batch = self._storage.page_batch(0, results, session=self._session_no)
         self._storage.write_pages(self._opts.name, [batch])
@@ -255,9 +268,9 @@ class FetchEngine:
             spec = budget.spec
             self._notice(
                 f"{len(pending)} more pages need {len(pending)} queries but {left} of the "
-                f"{spec.queries} per {_duration(spec.seconds)} are left: "
+                f"{spec.queries} per {format_duration(spec.seconds)} are left: "
                 + (
-                    f"the fetch will pace itself and take about {_duration(estimate)}. "
+                    f"the fetch will pace itself and take about {format_duration(estimate)}. "
                     if self._opts.wait_for_budget
                     else "the fetch will stop when they are used up (--no-wait). "
                 )
@@ -430,10 +443,8 @@ class FetchEngine:
                 if self._opts.cancel.is_set():
                     if not force:
                         return
-                    try:  # make room for the sentinel: queued pages are discarded whole
+                    with contextlib.suppress(queue.Empty):  # room for the sentinel: drop whole pages
                         q.get_nowait()
-                    except queue.Empty:
-                        pass
 
     # -- one page ------------------------------------------------------------------------------
 
@@ -460,12 +471,22 @@ class FetchEngine:
                 self._fail(page, exc)
                 return None
             results = response["results"]
-            if not last_page and len(results) < self._page_size and short_tries < SHORT_PAGE_RETRIES:
+            if (
+                not last_page
+                and len(results) < self._page_size
+                and short_tries < SHORT_PAGE_RETRIES
+            ):
                 short_tries += 1  # mid-stream short page: the server glitched, ask again
                 continue
             if not last_page and len(results) < self._page_size:
-                self._fail(page, APIError(f"page {page} came back short ({len(results)} rows) "
-                                          f"{SHORT_PAGE_RETRIES + 1} times", page=page))
+                self._fail(
+                    page,
+                    APIError(
+                        f"page {page} came back short ({len(results)} rows) "
+                        f"{SHORT_PAGE_RETRIES + 1} times",
+                        page=page,
+                    ),
+                )
                 return None
             return self._storage.page_batch(page, results, session=self._session_no)
 
@@ -475,9 +496,9 @@ class FetchEngine:
             session_id=session_id,
             query=self._query,
             on_wait=self._on_wait,
-            cancel=self._opts.cancel if self._opts.wait_for_budget else _EitherEvent(
-                self._opts.cancel, self._budget_stop
-            ),
+            cancel=self._opts.cancel
+            if self._opts.wait_for_budget
+            else _EitherEvent(self._opts.cancel, self._budget_stop),
         )
 
     def _on_wait(self, event: BudgetWait) -> None:
@@ -497,7 +518,9 @@ class FetchEngine:
         """--no-wait: pages the budget would have paused for are recorded for --resume."""
         deferred = list(pages)
         for page in deferred:
-            self._fail(page, APIError("not fetched: the hourly query budget was used up (--no-wait)"))
+            self._fail(
+                page, APIError("not fetched: the hourly query budget was used up (--no-wait)")
+            )
         if deferred:
             self._notice(
                 f"stopped at the query budget with {len(deferred)} pages left; "
@@ -527,10 +550,8 @@ class FetchEngine:
             except queue.Empty:
                 return
             if not isinstance(event, BaseException):
-                try:
+                with contextlib.suppress(Exception):  # already unwinding: a callback must not mask it
                     self._apply(event)
-                except Exception:
-                    pass
 
     def _apply(self, event: _Event) -> None:
         if isinstance(event, BaseException):
@@ -556,7 +577,9 @@ class FetchEngine:
         if opts.reporter is not None:
             opts.reporter.batch(progress)
 
-    def _progress(self, page: int, rows: int, success: bool, error: str | None) -> ProfileBatchProgress:
+    def _progress(
+        self, page: int, rows: int, success: bool, error: str | None
+    ) -> ProfileBatchProgress:
         tally = self._tally
         return ProfileBatchProgress(
             page_index=page,
@@ -599,7 +622,9 @@ class FetchEngine:
                 failed_page_indices=failed,
                 **common,
             )
-        return FetchResult(rows=rows, successful_pages=successful, failed_page_indices=failed, **common)
+        return FetchResult(
+            rows=rows, successful_pages=successful, failed_page_indices=failed, **common
+        )
 
 
 class _EitherEvent(threading.Event):
@@ -622,14 +647,3 @@ class _EitherEvent(threading.Event):
             if remaining is not None and remaining <= 0:
                 return False
             self._first.wait(0.05 if remaining is None else min(0.05, remaining))
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    return f"{secs} s"

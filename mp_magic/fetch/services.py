@@ -36,7 +36,9 @@ def resolve_query(query: EngageQuery | None, params: dict[str, Any]) -> EngageQu
 
 def _mode(*, append: bool, replace: bool, resume: bool) -> FetchMode:
     if sum((append, replace, resume)) > 1:
-        raise QueryValidationError("append", "append, replace and resume exclude each other; pick one")
+        raise QueryValidationError(
+            "append", "append, replace and resume exclude each other; pick one"
+        )
     if resume:
         return "resume"
     if append:
@@ -159,4 +161,9 @@ class ParallelProfileFetcherService:
         return result
 
 
-__all__ = ["FetchResult", "FetcherService", "ParallelProfileFetchResult", "ParallelProfileFetcherService"]
+__all__ = [
+    "FetchResult",
+    "FetcherService",
+    "ParallelProfileFetchResult",
+    "ParallelProfileFetcherService",
+]

@@ -16,8 +16,12 @@ def make_workspace() -> Iterator[Callable[..., Workspace]]:
     created: list[Workspace] = []
 
     def make(
-        *, profiles: int = 950, page_size: int = 100, query_budget: str = "10000/60",
-        max_attempts: int = 3, **emulator: Any,
+        *,
+        profiles: int = 950,
+        page_size: int = 100,
+        query_budget: str = "10000/60",
+        max_attempts: int = 3,
+        **emulator: Any,
     ) -> Workspace:
         ws = Workspace(
             emulator={"profiles": profiles, "page_size": page_size, **emulator},
@@ -27,7 +31,7 @@ def make_workspace() -> Iterator[Callable[..., Workspace]]:
             backoff_cap=0.05,
         )
         created.append(ws)
-        ws.client  # start the emulator now so tests can reach ws.emulator
+        assert ws.client is not None  # starts the emulator now, so tests can reach ws.emulator
         return ws
 
     yield make

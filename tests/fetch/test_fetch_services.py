@@ -61,8 +61,11 @@ COMBINATIONS: list[dict[str, Any]] = [
     {"distinct_id": "user_000042"},
     {"distinct_ids": ["user_000001", "user_000500", "user_000949", "nobody"]},
     {"group_id": "company_id"},
-    {"behaviors": [{"name": "bought", "window": "30d", "event_selectors": []}],
-     "as_of_timestamp": 1_900_000_000, "where": 'behaviors["bought"] > 0'},
+    {
+        "behaviors": [{"name": "bought", "window": "30d", "event_selectors": []}],
+        "as_of_timestamp": 1_900_000_000,
+        "where": 'behaviors["bought"] > 0',
+    },
     {"as_of_timestamp": "2024-01-01T00:00:00"},
 ]
 
@@ -93,7 +96,9 @@ def test_output_properties_narrow_the_table(make_workspace: MakeWorkspace) -> No
 
 
 @pytest.mark.parametrize("parallel", [False, True], ids=["sequential", "parallel"])
-def test_failed_pages_are_recorded_then_retried(make_workspace: MakeWorkspace, parallel: bool) -> None:
+def test_failed_pages_are_recorded_then_retried(
+    make_workspace: MakeWorkspace, parallel: bool
+) -> None:
     ws = make_workspace(max_attempts=2)
     ws.emulator.add_fault(Fault(kind="status", status=500, pages={3, 7}))
     result = ws.fetch_profiles("p", parallel=parallel, progress=False)
@@ -117,7 +122,9 @@ def test_worker_cap_warns(make_workspace: MakeWorkspace) -> None:
     assert ws.metadata("w").complete
 
 
-def test_budget_warning_comes_before_the_pages_and_pacing_completes(make_workspace: MakeWorkspace) -> None:
+def test_budget_warning_comes_before_the_pages_and_pacing_completes(
+    make_workspace: MakeWorkspace,
+) -> None:
     ws = make_workspace(profiles=600, query_budget="3/1")
     order: list[str] = []
 
@@ -168,7 +175,9 @@ def test_invalid_query_sends_nothing_in_both_modes(make_workspace: MakeWorkspace
     assert ws.tables() == []
 
 
-def test_empty_distinct_ids_answers_locally_with_an_empty_table(make_workspace: MakeWorkspace) -> None:
+def test_empty_distinct_ids_answers_locally_with_an_empty_table(
+    make_workspace: MakeWorkspace,
+) -> None:
     ws = make_workspace()
     result = ws.fetch_profiles("none", distinct_ids=[], parallel=True, progress=False)
     assert result.total_rows == 0 and not result.has_failures
@@ -215,7 +224,9 @@ def test_session_expiring_mid_fetch_opens_a_new_one_without_duplicates(
 
 
 @pytest.mark.parametrize("parallel", [False, True], ids=["sequential", "parallel"])
-def test_cancel_keeps_pages_and_resume_completes(make_workspace: MakeWorkspace, parallel: bool) -> None:
+def test_cancel_keeps_pages_and_resume_completes(
+    make_workspace: MakeWorkspace, parallel: bool
+) -> None:
     ws = make_workspace(latency=0.02)
     cancel = threading.Event()
 
