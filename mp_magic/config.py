@@ -200,6 +200,13 @@ class Settings:
             values["query_budget"] = budget
         if "workspace_id" in values and values["workspace_id"] is not None:
             values["workspace_id"] = _int("MP_WORKSPACE_ID", values["workspace_id"])
+        for key, kind in _NUMERIC_SETTINGS.items():
+            if isinstance(values.get(key), str):
+                env_name = next(n for n, k in _ENV_NAMES.items() if k == key)
+                try:
+                    values[key] = kind(values[key])
+                except ValueError:
+                    raise ConfigurationError(env_name, f"{values[key]!r} is not a number") from None
         if "allow_insecure_http" in values:
             values["allow_insecure_http"] = _truthy(values["allow_insecure_http"])
         known = {f for f in cls.__dataclass_fields__}
@@ -222,6 +229,18 @@ _ENV_NAMES = {
     "MP_WORKSPACE_ID": "workspace_id",
     "MP_QUERY_BUDGET": "query_budget",
     "MP_ALLOW_INSECURE_HTTP": "allow_insecure_http",
+    "MP_MAX_ATTEMPTS": "max_attempts",
+    "MP_BACKOFF_BASE": "backoff_base",
+    "MP_BACKOFF_CAP": "backoff_cap",
+    "MP_READ_TIMEOUT": "read_timeout",
+    "MP_CONNECT_TIMEOUT": "connect_timeout",
+}
+_NUMERIC_SETTINGS: dict[str, type] = {
+    "max_attempts": int,
+    "backoff_base": float,
+    "backoff_cap": float,
+    "read_timeout": float,
+    "connect_timeout": float,
 }
 
 
