@@ -1,0 +1,42 @@
+"""Arrow → pandas with nullable dtypes, so a BIGINT column with NULLs stays integer.
+
+DuckDB hands results over as Arrow; the mapping below turns integers into pandas' nullable ``Int*``,
+booleans into ``boolean`` and strings (VARCHAR and JSON) into the ``string`` dtype. Doubles stay
+``float64`` and timestamps ``datetime64`` (pandas' own defaults for them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+_INTS: dict[Any, Any] = {
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(),
+    pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(),
+}
+
+
+def _types_mapper(arrow_type: pa.DataType) -> Any:
+    if arrow_type in _INTS:
+        return _INTS[arrow_type]
+    if pa.types.is_boolean(arrow_type):
+        return pd.BooleanDtype()
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return pd.StringDtype()
+    if isinstance(arrow_type, pa.ExtensionType) and pa.types.is_string(arrow_type.storage_type):
+        return pd.StringDtype()
+    return None
+
+
+def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """The DataFrame every read method returns."""
+    frame: pd.DataFrame = table.to_pandas(types_mapper=_types_mapper)
+    return frame

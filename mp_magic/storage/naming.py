@@ -1,0 +1,103 @@
+"""Table-name validation and the property → column naming rule.
+
+Table names become SQL identifiers, so they are checked against a strict pattern before any SQL is
+built; identifiers are still always double-quoted. Column names are derived from Mixpanel property
+names by one deterministic, collision-safe rule (documented in `mp_magic.storage`'s docstring and
+implemented by `assign_columns`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+
+import duckdb
+
+from ..exceptions import InvalidTableNameError
+
+MAX_TABLE_NAME = 63
+FIXED_COLUMNS: tuple[str, ...] = ("distinct_id", "last_seen", "group_key", "properties")
+"""Columns every profile table may have; no property column may take these names."""
+
+LAST_SEEN_PROPERTY = "$last_seen"
+
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NOT_IDENT = re.compile(r"[^A-Za-z0-9_]")
+
+
+@lru_cache(maxsize=1)
+def reserved_words() -> frozenset[str]:
+    """DuckDB's reserved keywords (lower case), asked from DuckDB so the list never drifts."""
+    with duckdb.connect() as conn:
+        rows = conn.execute(
+            "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'reserved'"
+        ).fetchall()
+    return frozenset(str(row[0]).lower() for row in rows)
+
+
+def validate_table_name(name: object) -> str:
+    """Return ``name`` if it is a plain identifier we accept as a table name, else raise.
+
+    Letters, digits and underscores, not starting with a digit, at most 63 characters, not a DuckDB
+    reserved word. Anything else (``x; DROP TABLE y``, quotes, spaces) is an
+    `InvalidTableNameError`.
+    """
+    if not isinstance(name, str):
+        raise InvalidTableNameError(repr(name), f"expected text, got {type(name).__name__}")
+    if not name:
+        raise InvalidTableNameError(name, "is empty")
+    if len(name) > MAX_TABLE_NAME:
+        raise InvalidTableNameError(
+            name, f"is {len(name)} characters long, the limit is {MAX_TABLE_NAME}"
+        )
+    if not _TABLE_NAME.fullmatch(name):
+        if name[0].isdigit():
+            raise InvalidTableNameError(name, "starts with a digit")
+        raise InvalidTableNameError(name, "contains characters other than letters, digits and _")
+    if name.lower() in reserved_words():
+        raise InvalidTableNameError(name, "is an SQL reserved word")
+    return name
+
+
+def quote_ident(name: str) -> str:
+    """Double-quote an identifier (defence in depth: names are validated before they get here)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def candidate(prop: str) -> str:
+    """Step 1 of the naming rule: the column a property would like to have."""
+    base = prop[1:] if prop.startswith("$") else prop
+    base = _NOT_IDENT.sub("_", base)
+    if not base:
+        return "property"
+    if base[0].isdigit():
+        base = "_" + base
+    return base
+
+
+def assign_columns(properties: Iterable[str]) -> dict[str, str]:
+    """Map each property name to its column name (insertion order = column order).
+
+    Custom properties first, sorted, then ``$`` properties, sorted; each takes its candidate unless
+    an earlier column (or a fixed column) has it, compared case-insensitively; then a ``$`` property
+    tries ``mp_<candidate>``; then ``<candidate>_2``, ``<candidate>_3``, ... until one is free.
+    ``$last_seen`` is not given a column here: it is the fixed ``last_seen`` column.
+    """
+    names = {p for p in properties if p != LAST_SEEN_PROPERTY}
+    custom = sorted(p for p in names if not p.startswith("$"))
+    special = sorted(p for p in names if p.startswith("$"))
+    taken = {c.lower() for c in FIXED_COLUMNS}
+    out: dict[str, str] = {}
+    for prop in [*custom, *special]:
+        cand = candidate(prop)
+        choice = cand
+        if choice.lower() in taken and prop.startswith("$"):
+            choice = "mp_" + cand
+        n = 2
+        while choice.lower() in taken:
+            choice = f"{cand}_{n}"
+            n += 1
+        taken.add(choice.lower())
+        out[prop] = choice
+    return out

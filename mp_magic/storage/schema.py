@@ -1,0 +1,182 @@
+"""Type inference for profile properties and the SQL that builds the typed wide table.
+
+Everything per value happens inside DuckDB: one `json_each` pass aggregates, per top-level property,
+the set of JSON types seen (and whether every string is a Mixpanel datetime, whether every integer
+fits in BIGINT); a second pass does the same for list elements. Python then decides one type per
+*property* (a few hundred decisions at most, never one per value) and the typed table is built by a
+single `json_extract(properties, [paths...])` per row (one JSON parse) plus casts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import orjson
+
+from .naming import LAST_SEEN_PROPERTY, assign_columns, quote_ident
+
+DATETIME_PATTERN = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}"
+"""Mixpanel's datetime property format; a string property whose every value matches is TIMESTAMP."""
+
+_INTS = frozenset({"BIGINT", "UBIGINT"})
+_NUMBERS = _INTS | {"DOUBLE"}
+
+# Values per property: the JSON types seen (JSON null ignored), whether every UBIGINT fits a BIGINT,
+# whether every string is a valid Mixpanel datetime. `src` is the staging table (properties JSON).
+_KEY_STATS = f"""
+SELECT e.key,
+       list_sort(list_distinct(list(e.type) FILTER (WHERE e.type <> 'NULL'))) AS types,
+       coalesce(bool_and(TRY_CAST(CAST(e.value AS VARCHAR) AS BIGINT) IS NOT NULL)
+                FILTER (WHERE e.type = 'UBIGINT'), true) AS ints_fit,
+       coalesce(bool_and(regexp_full_match(json_extract_string(e.value, '$'), '{DATETIME_PATTERN}')
+                         AND TRY_CAST(json_extract_string(e.value, '$') AS TIMESTAMP) IS NOT NULL)
+                FILTER (WHERE e.type = 'VARCHAR'), true) AS all_datetimes
+FROM {{src}} AS s, json_each(s.properties) AS e
+GROUP BY e.key
+"""
+
+_ELEMENT_STATS = """
+SELECT a.key,
+       list_sort(list_distinct(list(el.type) FILTER (WHERE el.type <> 'NULL'))) AS types,
+       coalesce(bool_and(TRY_CAST(CAST(el.value AS VARCHAR) AS BIGINT) IS NOT NULL)
+                FILTER (WHERE el.type = 'UBIGINT'), true) AS ints_fit
+FROM (SELECT e.key, e.value FROM {src} AS s, json_each(s.properties) AS e
+      WHERE e.type = 'ARRAY') AS a,
+     json_each(a.value) AS el
+GROUP BY a.key
+"""
+
+
+@dataclass(frozen=True)
+class PropertyColumn:
+    """One typed column of the wide table."""
+
+    prop: str
+    column: str
+    sql_type: str
+
+
+def _scalar_type(types: set[str], ints_fit: bool) -> str | None:
+    """The SQL type for a set of JSON scalar types, or None when they disagree."""
+    if not types:
+        return None
+    if types <= _INTS:
+        return "BIGINT" if ints_fit else None
+    if types <= _NUMBERS:
+        return "DOUBLE"
+    if types == {"BOOLEAN"}:
+        return "BOOLEAN"
+    if types == {"VARCHAR"}:
+        return "VARCHAR"
+    return None
+
+
+def decide_type(
+    types: set[str], ints_fit: bool, all_datetimes: bool, element: tuple[set[str], bool] | None
+) -> str:
+    """One property's column type from its aggregated statistics (see module docstring)."""
+    if not types or types == {"OBJECT"}:
+        return "JSON"
+    if types == {"VARCHAR"}:
+        return "TIMESTAMP" if all_datetimes else "VARCHAR"
+    if types == {"ARRAY"}:
+        el_types, el_fit = element if element is not None else (set(), True)
+        if not el_types:
+            return "VARCHAR[]"
+        inner = _scalar_type(el_types, el_fit)
+        return f"{inner}[]" if inner is not None else "JSON[]"
+    scalar = _scalar_type(types, ints_fit)
+    return scalar if scalar is not None else "JSON"
+
+
+def infer_columns(
+    conn: duckdb.DuckDBPyConnection, src: str, *, only: set[str] | None = None
+) -> list[PropertyColumn]:
+    """Infer one typed column per top-level property in ``src`` (a table with ``properties JSON``).
+
+    ``only`` narrows to the properties a query asked for (output_properties); properties that do
+    not occur get no column.
+    """
+    key_rows: list[Any] = conn.execute(_KEY_STATS.replace("{src}", src)).fetchall()
+    element_rows: list[Any] = conn.execute(_ELEMENT_STATS.replace("{src}", src)).fetchall()
+    elements = {row[0]: (set(row[1]), bool(row[2])) for row in element_rows}
+    stats = {
+        row[0]: (set(row[1]), bool(row[2]), bool(row[3]))
+        for row in key_rows
+        if row[0] != LAST_SEEN_PROPERTY and (only is None or row[0] in only)
+    }
+    names = assign_columns(stats)
+    return [
+        PropertyColumn(prop, column, decide_type(*stats[prop], elements.get(prop)))
+        for prop, column in names.items()
+    ]
+
+
+def json_pointer(prop: str) -> str:
+    """RFC 6901 pointer to a top-level key (quotes, dots and spaces need no escaping here)."""
+    return "/" + prop.replace("~", "~0").replace("/", "~1")
+
+
+def _extract(sql_type: str, value: str) -> str:
+    if sql_type == "VARCHAR":
+        return f"json_extract_string({value}, '$')"
+    if sql_type == "TIMESTAMP":
+        return f"CAST(json_extract_string({value}, '$') AS TIMESTAMP)"
+    if sql_type == "JSON":
+        return f"CASE WHEN json_type({value}) = 'NULL' THEN NULL ELSE {value} END"
+    return f"CAST({value} AS {sql_type})"
+
+
+def _transform_type(sql_type: str) -> Any:
+    """The `json_transform` structure entry for a column type (lists are one-element arrays)."""
+    return [sql_type[:-2]] if sql_type.endswith("[]") else sql_type
+
+
+def typed_select(
+    columns: list[PropertyColumn], *, src: str, with_group_key: bool
+) -> tuple[str, list[Any]]:
+    """SELECT building the wide table from ``src`` (distinct_id, group_key, properties, ordering).
+
+    One ``json_transform(properties, structure)`` per row parses each document once and casts
+    every property to its column type; fields are read back by position (`struct_extract_at`).
+    Property names that differ only in case cannot share one structure (DuckDB's struct keys are
+    case-insensitive), so those few go through ``json_extract(properties, [pointers])`` instead.
+    Property names reach SQL only as bound values (the structure JSON, the pointer list); column
+    names are sanitised by the naming rule and quoted.
+    """
+    parts = [
+        "distinct_id",
+        f"TRY_CAST(json_extract_string(properties, '{json_pointer(LAST_SEEN_PROPERTY)}') "
+        "AS TIMESTAMP) AS last_seen",
+    ]
+    if with_group_key:
+        parts.append("group_key")
+    seen: dict[str, int] = {}
+    for col in columns:
+        seen[col.prop.lower()] = seen.get(col.prop.lower(), 0) + 1
+    structure: dict[str, Any] = {}
+    pointers: list[str] = []
+    for col in columns:
+        if seen[col.prop.lower()] == 1:
+            structure[col.prop] = _transform_type(col.sql_type)
+            expr = f"struct_extract_at(__s, {len(structure)})"
+            if col.sql_type == "JSON":
+                expr = f"CASE WHEN json_type({expr}) = 'NULL' THEN NULL ELSE {expr} END"
+        else:
+            pointers.append(json_pointer(col.prop))
+            expr = _extract(col.sql_type, f"__v[{len(pointers)}]")
+        parts.append(f"{expr} AS {quote_ident(col.column)}")
+    parts.append("properties")
+    extra: list[str] = []
+    params: list[Any] = []
+    if structure:
+        extra.append("json_transform(properties, ?) AS __s")
+        params.append(orjson.dumps(structure).decode())
+    if pointers:
+        extra.append("json_extract(properties, ?) AS __v")
+        params.append(pointers)
+    inner = f"SELECT *{''.join(', ' + e for e in extra)} FROM {src}"
+    sql = f"SELECT {', '.join(parts)} FROM ({inner}) ORDER BY __o1, __o2, __o3"
+    return sql, params

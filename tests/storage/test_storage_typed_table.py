@@ -1,0 +1,308 @@
+"""The typed wide table: column per property, inferred types, naming rule, values, dtypes, SQL."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+import orjson
+import pandas as pd
+import pytest
+from storage_support import mixed_pages, profile, run_fetch
+
+from mp_magic.query import EngageQuery
+from mp_magic.storage import StorageEngine, assign_columns, candidate
+
+
+def _types(storage: StorageEngine, name: str) -> dict[str, str]:
+    frame = storage.sql(f"DESCRIBE {name}")
+    return dict(zip(frame["column_name"], frame["column_type"], strict=True))
+
+
+def _by_id(storage: StorageEngine, name: str) -> dict[str, dict[str, Any]]:
+    frame = storage.table(name)
+    return {row["distinct_id"]: row for row in frame.to_dict("records")}
+
+
+@pytest.fixture
+def people(storage: StorageEngine) -> StorageEngine:
+    run_fetch(storage, "people", mixed_pages())
+    return storage
+
+
+def test_schema_types_and_order(people: StorageEngine) -> None:
+    types = _types(people, "people")
+    assert list(types)[:2] == ["distinct_id", "last_seen"]
+    assert list(types)[-1] == "properties"
+    assert "group_key" not in types
+    assert types["distinct_id"] == "VARCHAR"
+    assert types["last_seen"] == "TIMESTAMP"
+    assert types["properties"] == "JSON"
+    expected = {
+        "ltv": "BIGINT",
+        "score": "DOUBLE",
+        "active": "BOOLEAN",
+        "signup": "TIMESTAMP",
+        "late_ts": "TIMESTAMP",
+        "plan": "VARCHAR",
+        "city": "VARCHAR",
+        "tags": "VARCHAR[]",
+        "nums": "BIGINT[]",
+        "ratios": "DOUBLE[]",
+        "mixed_list": "JSON[]",
+        "address": "JSON",
+        "code": "JSON",  # 5 in one profile, "n/a" in another
+        "big": "JSON",  # beyond BIGINT: kept exactly
+        "late_prop": "VARCHAR",  # appears only in the last page
+        "first_name": "VARCHAR",
+        "dash_name": "VARCHAR",
+        "_9lives": "BIGINT",
+        "quote_d": "VARCHAR",
+        "email": "VARCHAR",
+        "mp_email": "VARCHAR",
+    }
+    for column, sql_type in expected.items():
+        assert types[column] == sql_type, column
+    # one column per property: the fixed four plus the properties above, nothing invented
+    assert set(types) == {"distinct_id", "last_seen", "properties", *expected}
+
+
+def test_column_map_and_collision(people: StorageEngine) -> None:
+    meta = people.metadata("people")
+    assert meta.column_map["email"] == "email"
+    assert meta.column_map["mp_email"] == "$email"
+    assert meta.column_map["city"] == "$city"
+    assert meta.column_map["first_name"] == "first name"
+    assert meta.column_map["dash_name"] == "dash-name"
+    assert meta.column_map["_9lives"] == "9lives"
+    assert meta.column_map["quote_d"] == 'quote"d'
+    assert "$last_seen" not in meta.column_map.values()
+    columns = list(people.table("people").columns)
+    # column order = naming order: custom properties sorted, then $ properties sorted
+    typed = [c for c in columns if c not in ("distinct_id", "last_seen", "properties")]
+    assert typed == list(meta.column_map)
+    assert typed.index("mp_email") > typed.index("tags")
+
+
+def test_values_column_by_column(people: StorageEngine) -> None:
+    source = {p["$distinct_id"]: p["$properties"] for page in mixed_pages() for p in page}
+    rows = _by_id(people, "people")
+    assert set(rows) == set(source)
+    column_map = people.metadata("people").column_map
+    types = _types(people, "people")
+    for did, props in source.items():
+        row = rows[did]
+        assert orjson.loads(row["properties"]) == props
+        last_seen = props.get("$last_seen")
+        if last_seen is None:
+            assert pd.isna(row["last_seen"])
+        else:
+            assert row["last_seen"] == pd.Timestamp(datetime.fromisoformat(last_seen))
+        for column, prop in column_map.items():
+            value = row[column]
+            expected = props.get(prop)
+            sql_type = types[column]
+            if expected is None:
+                # missing, or JSON null: NULL, never "" or 0
+                assert (
+                    value is None
+                    or value is pd.NA
+                    or (isinstance(value, float) and math.isnan(value))
+                    or pd.isna(value)
+                ), (did, column, value)
+                continue
+            if sql_type == "JSON":
+                assert orjson.loads(value) == expected, (did, column)
+            elif sql_type == "JSON[]":
+                assert [orjson.loads(v) for v in value] == expected
+            elif sql_type.endswith("[]"):
+                assert list(value) == expected, (did, column)
+            elif sql_type == "TIMESTAMP":
+                assert value == pd.Timestamp(datetime.fromisoformat(expected))
+            elif sql_type == "DOUBLE":
+                assert value == pytest.approx(float(expected))
+            else:
+                assert value == expected, (did, column)
+
+
+def test_missing_is_null_not_empty(people: StorageEngine) -> None:
+    frame = people.sql(
+        "SELECT count(*) FILTER (WHERE plan IS NULL) AS null_plan, "
+        "count(*) FILTER (WHERE plan = '') AS empty_plan, "
+        "count(*) FILTER (WHERE ltv = 0) AS zero_ltv, count(*) FILTER (WHERE ltv IS NULL) AS null_ltv "
+        "FROM people"
+    )
+    assert frame.iloc[0].to_dict() == {
+        "null_plan": 4,
+        "empty_plan": 0,
+        "zero_ltv": 0,
+        "null_ltv": 1,
+    }
+
+
+def test_dtypes_are_nullable(people: StorageEngine) -> None:
+    frame = people.table("people")
+    assert str(frame["ltv"].dtype) == "Int64"
+    assert frame["ltv"].isna().sum() == 1
+    assert str(frame["active"].dtype) == "boolean"
+    assert str(frame["distinct_id"].dtype) == "string"
+    assert str(frame["city"].dtype) == "string"
+    assert str(frame["properties"].dtype) == "string"
+    assert pd.api.types.is_datetime64_any_dtype(frame["last_seen"])
+    assert pd.api.types.is_datetime64_any_dtype(frame["signup"])
+    assert str(frame["score"].dtype) == "float64"
+
+
+def test_sql_aggregates_are_typed(people: StorageEngine) -> None:
+    frame = people.sql(
+        "SELECT city, avg(ltv) AS avg_ltv, count(*) AS n FROM people GROUP BY city ORDER BY city"
+    )
+    got = {
+        r["city"]: (r["avg_ltv"], r["n"])
+        for r in frame.to_dict("records")
+        if isinstance(r["city"], str)
+    }
+    assert got == {"Berlin": (20.0, 2), "Paris": (20.0, 1), "Rome": (50.0, 1)}
+    assert str(frame["n"].dtype) == "Int64"
+    params = people.sql("SELECT count(*) AS n FROM people WHERE ltv > ?", [15])
+    assert int(params["n"][0]) == 3
+    ts = people.sql("SELECT max(signup) AS m FROM people")
+    assert ts["m"][0] == pd.Timestamp("2023-05-06 07:08:09")
+    lists = people.sql("SELECT sum(len(nums)) AS k FROM people")
+    assert int(lists["k"][0]) == 4
+
+
+def test_raw_table_keeps_original_properties(people: StorageEngine) -> None:
+    raw = people.table("people", raw=True)
+    assert list(raw.columns) == ["distinct_id", "properties"]
+    source = {p["$distinct_id"]: p["$properties"] for page in mixed_pages() for p in page}
+    assert {
+        r["distinct_id"]: orjson.loads(r["properties"]) for r in raw.to_dict("records")
+    } == source
+
+
+def test_empty_result_creates_table(storage: StorageEngine) -> None:
+    meta = run_fetch(storage, "nobody", [[]])
+    assert storage.exists("nobody")
+    assert meta.rows == 0 and meta.complete and meta.status == "complete"
+    assert list(storage.table("nobody").columns) == ["distinct_id", "last_seen", "properties"]
+    assert storage.metadata("nobody").rows == 0
+
+
+def test_group_fetch_has_group_key(storage: StorageEngine) -> None:
+    query = EngageQuery(group_id="company_id")
+    pages = [[profile("acme", **{"$name": "Acme", "seats": 10}), profile("init", seats=3)]]
+    meta = run_fetch(storage, "companies", pages, query=query)
+    frame = storage.table("companies")
+    assert list(frame.columns)[:3] == ["distinct_id", "last_seen", "group_key"]
+    assert set(frame["group_key"]) == {"company_id"}
+    assert meta.filter_group_id == "company_id"
+    assert meta.query == {"group_id": "company_id"}
+
+
+def test_output_properties_narrow_the_table(storage: StorageEngine) -> None:
+    query = EngageQuery(output_properties=["$email", "plan", "never_sent"])
+    pages = [
+        [profile("a", **{"$email": "a@x", "plan": "pro", "$last_seen": "2024-01-01T00:00:00"})]
+    ]
+    meta = run_fetch(storage, "narrow", pages, query=query)
+    assert list(storage.table("narrow").columns) == [
+        "distinct_id",
+        "last_seen",
+        "plan",
+        "email",
+        "properties",
+    ]
+    assert meta.filter_output_properties == ["$email", "plan", "never_sent"]
+
+
+def test_dedup_keeps_newest_copy(storage: StorageEngine) -> None:
+    pages = [[profile("a", v=1), profile("b", v=1)], [profile("a", v=2)]]
+    meta = run_fetch(storage, "dups", pages)
+    assert meta.rows == 2
+    assert dict(storage.sql("SELECT distinct_id, v FROM dups").itertuples(index=False)) == {
+        "a": 2,
+        "b": 1,
+    }
+
+
+def test_metadata_records_every_filter(storage: StorageEngine) -> None:
+    query = EngageQuery(
+        where='properties["plan"] == "pro"',
+        cohort_id=42,
+        include_all_users=True,
+        as_of_timestamp=1735689600,
+        distinct_ids=["a", "b"],
+    )
+    meta = run_fetch(storage, "filtered", [[profile("a", plan="pro")]], query=query, parallel=True)
+    assert meta.filter_where == 'properties["plan"] == "pro"'
+    assert meta.filter_cohort_id == "42"
+    assert meta.filter_include_all_users is True
+    assert meta.filter_as_of_timestamp == 1735689600
+    assert meta.filter_distinct_ids == ["a", "b"]
+    assert meta.parallel is True
+    assert meta.session_id == "sess-1"
+    assert meta.total_pages == 1 and meta.pages_done == 1 and meta.failed_page_indices == []
+    assert EngageQuery.from_dict(meta.query) == query
+    assert storage.metadata("filtered") == meta
+
+    behaviors = EngageQuery(behaviors='[{"name": "bought"}]')
+    meta2 = run_fetch(storage, "behav", [[]], query=behaviors)
+    assert meta2.filter_behaviors == '[{"name":"bought"}]'
+
+
+def test_naming_rule_units() -> None:
+    assert candidate("$email") == "email"
+    assert candidate("first name") == "first_name"
+    assert candidate("9lives") == "_9lives"
+    assert candidate("$") == "property"
+    assert candidate("") == "property"
+    assert candidate("é-x") == "__x"
+    names = assign_columns(
+        [
+            "$email",
+            "email",
+            "Email",
+            "mp_email",
+            "$distinct_id",
+            "properties",
+            "$last_seen",
+            "a b",
+            "a_b",
+            "$a b",
+        ]
+    )
+    assert names == {
+        "Email": "Email",
+        "a b": "a_b",
+        "a_b": "a_b_2",
+        "email": "email_2",
+        "mp_email": "mp_email",
+        "properties": "properties_2",
+        "$a b": "mp_a_b",
+        "$distinct_id": "mp_distinct_id",
+        "$email": "email_3",
+    }
+    # deterministic whatever the input order
+    assert assign_columns(reversed(list(names))) == names
+
+
+def test_many_columns_and_odd_names(storage: StorageEngine) -> None:
+    props = {f"p{i:03d} x": i for i in range(300)}
+    props['we"ird;DROP TABLE people;--'] = "boom"
+    run_fetch(storage, "wide", [[profile("a", **props)]])
+    frame = storage.table("wide")
+    assert frame.shape == (1, 3 + 301)
+    assert frame["p299_x"][0] == 299
+    assert frame["we_ird_DROP_TABLE_people___"][0] == "boom"
+
+
+def test_properties_differing_only_in_case(storage: StorageEngine) -> None:
+    pages = [[profile("a", Plan="pro", plan=1, PLAN=[1.5], other="x"), profile("b", plan=2)]]
+    meta = run_fetch(storage, "cased", pages)
+    assert meta.column_map == {"PLAN": "PLAN", "Plan_2": "Plan", "other": "other", "plan_3": "plan"}
+    rows = _by_id(storage, "cased")
+    assert rows["a"]["Plan_2"] == "pro" and rows["a"]["plan_3"] == 1 and rows["b"]["plan_3"] == 2
+    assert list(rows["a"]["PLAN"]) == [1.5] and rows["a"]["other"] == "x"
+    assert pd.isna(rows["b"]["Plan_2"])
