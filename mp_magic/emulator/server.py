@@ -13,6 +13,7 @@ import base64
 import binascii
 import contextlib
 import dataclasses
+import gzip
 import math
 import re
 import socket
@@ -232,20 +233,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, response: _Response) -> None:
         emulator = self.server.emulator
+        body = response.body
+        compressed = (
+            emulator.config.gzip
+            and len(body) > 1024
+            and "gzip" in (self.headers.get("Accept-Encoding") or "").lower()
+        )
+        if compressed:
+            body = gzip.compress(body, compresslevel=1)
         self.send_response(response.status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(response.body)))
+        self.send_header("Content-Length", str(len(body)))
+        if compressed:
+            self.send_header("Content-Encoding", "gzip")
         for name, value in response.headers:
             self.send_header(name, value)
         self.end_headers()
         emulator._count_status(response.status)
         if response.drop:
-            self.wfile.write(response.body[: max(1, len(response.body) // 2)])
+            self.wfile.write(body[: max(1, len(body) // 2)])
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.request.shutdown(socket.SHUT_RDWR)
             return
-        self.wfile.write(response.body)
+        self.wfile.write(body)
 
 
 class EngageEmulator:

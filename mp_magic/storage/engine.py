@@ -35,7 +35,13 @@ from ..query import EngageQuery
 from ..types import FetchStatus, TableMetadata
 from .frames import arrow_to_pandas
 from .naming import quote_ident, validate_table_name
-from .schema import infer_columns, typed_select
+from .schema import (
+    PAGE_STATS_SQL,
+    STATS_COLUMNS,
+    infer_columns,
+    infer_columns_from_stats,
+    typed_select,
+)
 
 FetchMode = Literal["create", "append", "replace", "resume"]
 RunMode = Literal["create", "append", "replace"]
@@ -110,13 +116,16 @@ _COPY_FORMATS: dict[str, str] = {
 class PageBatch:
     """One page, transformed on a worker thread and ready for a columnar insert.
 
-    ``payload`` is an Arrow table (pos int32, distinct_id string, properties string holding JSON).
+    ``payload`` is an Arrow table (pos int32, distinct_id string, properties string holding JSON);
+    ``stats`` the page's per-property type statistics (``schema.PAGE_STATS_SQL``), computed here on
+    the worker so that finalize merges a few rows per page instead of re-reading every value.
     """
 
     page_index: int
     session: int
     rows: int
     payload: pa.Table
+    stats: pa.Table | None = None
 
 
 @dataclass(frozen=True)
@@ -309,12 +318,21 @@ class StorageEngine:
         conn = self._worker_conn()
         try:
             payload = conn.sql(_PAGE_SQL, params=[text]).to_arrow_table()
+            conn.register("__mp_batch", payload)
+            try:
+                stats = conn.sql(PAGE_STATS_SQL.replace("{src}", "__mp_batch")).to_arrow_table()
+            finally:
+                conn.unregister("__mp_batch")
         except duckdb.Error as exc:
             raise StorageError(f"page {page_index}: cannot parse the profiles ({exc})") from exc
         finally:
             self._workers.put(conn)
         return PageBatch(
-            page_index=page_index, session=session, rows=payload.num_rows, payload=payload
+            page_index=page_index,
+            session=session,
+            rows=payload.num_rows,
+            payload=payload,
+            stats=stats,
         )
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -345,6 +363,10 @@ class StorageEngine:
     @staticmethod
     def _raw_table(name: str) -> str:
         return "_mp." + quote_ident("raw_" + name.lower())
+
+    @staticmethod
+    def _stats_table(name: str) -> str:
+        return "_mp." + quote_ident("stats_" + name.lower())
 
     @staticmethod
     def _user_table(name: str) -> str:
@@ -493,6 +515,9 @@ class StorageEngine:
                     conn.execute(
                         f"CREATE TABLE IF NOT EXISTS {self._raw_table(name)} {_RAW_COLUMNS}"
                     )
+                    conn.execute(
+                        f"CREATE TABLE IF NOT EXISTS {self._stats_table(name)} {STATS_COLUMNS}"
+                    )
                 previous.status = "fetching"
                 self._active.add(previous.name)
                 return self._state_on(conn, previous, resumed=True)
@@ -520,6 +545,8 @@ class StorageEngine:
             with self._transaction():
                 conn.execute(f"DROP TABLE IF EXISTS {self._raw_table(name)}")
                 conn.execute(f"CREATE TABLE {self._raw_table(name)} {_RAW_COLUMNS}")
+                conn.execute(f"DROP TABLE IF EXISTS {self._stats_table(name)}")
+                conn.execute(f"CREATE TABLE {self._stats_table(name)} {STATS_COLUMNS}")
                 conn.execute("DELETE FROM _mp.pages WHERE lower(name) = lower(?)", [name])
                 conn.execute("DELETE FROM _mp.fetches WHERE lower(name) = lower(?)", [name])
                 now = _now()
@@ -589,6 +616,14 @@ class StorageEngine:
                     finally:
                         conn.unregister("__mp_page")
                     written += batch.rows
+                    if batch.stats is not None and batch.stats.num_rows:
+                        conn.register("__mp_stats", batch.stats)
+                        try:
+                            conn.execute(
+                                f"INSERT INTO {self._stats_table(stored)} SELECT * FROM __mp_stats"
+                            )
+                        finally:
+                            conn.unregister("__mp_stats")
                 indices = [b.page_index for b in batches]
                 conn.execute(
                     "DELETE FROM _mp.pages WHERE name = ? AND run = ? "
@@ -663,8 +698,10 @@ class StorageEngine:
                 column_map = self._build_table(stored, fetch, include_base=include_base)
                 rows = int(_scalar(conn, f"SELECT count(*) FROM {self._user_table(stored)}"))
                 conn.execute(f"DELETE FROM {self._raw_table(stored)}")
+                conn.execute(f"DELETE FROM {self._stats_table(stored)}")
                 if status == "complete":
                     conn.execute(f"DROP TABLE {self._raw_table(stored)}")
+                    conn.execute(f"DROP TABLE {self._stats_table(stored)}")
                 total_sessions = fetch.sessions if fetch.finalized else 0
                 total_sessions = max(fetch.sessions, total_sessions + sessions)
                 waited = (fetch.waited_seconds if fetch.finalized else 0.0) + waited_seconds
@@ -738,7 +775,10 @@ class StorageEngine:
             only = None
             if fetch.query.output_properties is not None and not include_base:
                 only = set(fetch.query.output_properties)
-            columns = infer_columns(conn, "temp.main.__mp_src", only=only)
+            if include_base:  # the existing rows have no page statistics: read their values
+                columns = infer_columns(conn, "temp.main.__mp_src", only=only)
+            else:
+                columns = infer_columns_from_stats(conn, self._stats_table(name), only=only)
             sql, select_params = typed_select(
                 columns,
                 src="temp.main.__mp_src",
@@ -867,6 +907,7 @@ class StorageEngine:
             with self._transaction():
                 conn.execute(f"DROP TABLE IF EXISTS {self._user_table(name)}")
                 conn.execute(f"DROP TABLE IF EXISTS {self._raw_table(name)}")
+                conn.execute(f"DROP TABLE IF EXISTS {self._stats_table(name)}")
                 for table in ("_mp.pages", "_mp.fetches", "_mp.tables"):
                     conn.execute(f"DELETE FROM {table} WHERE lower(name) = lower(?)", [name])
 

@@ -49,6 +49,37 @@ GROUP BY a.key
 """
 
 
+# The same statistics for one page, computed on a worker thread while other pages are in flight.
+# They merge exactly (union of type sets, AND of the flags), so finalize only aggregates these small
+# rows instead of walking every value again.
+PAGE_STATS_SQL = f"""
+SELECT k.key, k.types, k.ints_fit, k.all_datetimes, el.types AS el_types, el.ints_fit AS el_ints_fit
+FROM ({_KEY_STATS.replace("{{src}}", "{src}")}) AS k
+LEFT JOIN ({_ELEMENT_STATS}) AS el ON el.key = k.key
+"""
+
+STATS_COLUMNS = """(
+    key VARCHAR NOT NULL,
+    types VARCHAR[] NOT NULL,
+    ints_fit BOOLEAN NOT NULL,
+    all_datetimes BOOLEAN NOT NULL,
+    el_types VARCHAR[],
+    el_ints_fit BOOLEAN
+)"""
+
+_MERGED_STATS = """
+SELECT key,
+       list_sort(list_distinct(flatten(list(types)))) AS types,
+       bool_and(ints_fit) AS ints_fit,
+       bool_and(all_datetimes) AS all_datetimes,
+       list_sort(list_distinct(flatten(list(el_types) FILTER (WHERE el_types IS NOT NULL)))) AS el_types,
+       coalesce(bool_and(el_ints_fit), true) AS el_ints_fit,
+       count(el_types) AS el_seen
+FROM {stats}
+GROUP BY key
+"""
+
+
 @dataclass(frozen=True)
 class PropertyColumn:
     """One typed column of the wide table."""
@@ -102,6 +133,22 @@ def infer_columns(
     key_rows: list[Any] = conn.execute(_KEY_STATS.replace("{src}", src)).fetchall()
     element_rows: list[Any] = conn.execute(_ELEMENT_STATS.replace("{src}", src)).fetchall()
     elements = {row[0]: (set(row[1]), bool(row[2])) for row in element_rows}
+    return _decide_columns(key_rows, elements, only)
+
+
+def infer_columns_from_stats(
+    conn: duckdb.DuckDBPyConnection, stats: str, *, only: set[str] | None = None
+) -> list[PropertyColumn]:
+    """Like `infer_columns`, from per-page statistics (``PAGE_STATS_SQL`` rows) in table ``stats``."""
+    rows: list[Any] = conn.execute(_MERGED_STATS.replace("{stats}", stats)).fetchall()
+    key_rows = [(r[0], r[1], r[2], r[3]) for r in rows]
+    elements = {r[0]: (set(r[4] or ()), bool(r[5])) for r in rows if r[6]}
+    return _decide_columns(key_rows, elements, only)
+
+
+def _decide_columns(
+    key_rows: list[Any], elements: dict[str, tuple[set[str], bool]], only: set[str] | None
+) -> list[PropertyColumn]:
     stats = {
         row[0]: (set(row[1]), bool(row[2]), bool(row[3]))
         for row in key_rows
