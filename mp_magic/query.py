@@ -151,6 +151,21 @@ class EngageQuery:
         return cls(**params)
 
     @classmethod
+    def merged(cls, query: EngageQuery | None, params: Mapping[str, Any]) -> EngageQuery:
+        """``query`` with keyword ``params`` laid over it (a parameter given as None removes it).
+
+        Every layer that accepts both ``query=`` and keyword parameters resolves them here, so the
+        result is validated by the same rules whichever path it came through.
+        """
+        if not params:
+            return query if query is not None else cls()
+        if query is None:
+            return cls.build(**params)
+        combined = {name: getattr(query, name) for name in parameter_names()}
+        combined.update(params)
+        return cls.build(**combined)
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EngageQuery:
         """Inverse of `to_dict` (used to resume a fetch from a table's metadata)."""
         return cls.build(**{k: v for k, v in data.items() if v is not None})

@@ -233,10 +233,8 @@ class Workspace:
         cancel: threading.Event | None,
         params: dict[str, Any],
     ) -> AnyFetchResult:
-        from .fetch import resolve_query
-
         resolved = (
-            None if resume else resolve_query(query, params)
+            None if resume else EngageQuery.merged(query, params)
         )  # invalid input: no socket opened
         reporter = _reporter(progress, on_batch_complete)
         service = FetcherService(self.client, self._storage)
@@ -262,9 +260,7 @@ class Workspace:
         self, *, query: EngageQuery | None = None, raw: bool = False, **params: Any
     ) -> Iterator[dict[str, Any]]:
         """Iterate profiles without storing them (seed 000's stream_profiles)."""
-        from .fetch import resolve_query
-
-        resolved = resolve_query(query, params)
+        resolved = EngageQuery.merged(query, params)
         return FetcherService(self.client, self._storage).stream_profiles(query=resolved, raw=raw)
 
     # -- reading -------------------------------------------------------------------------------

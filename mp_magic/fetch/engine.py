@@ -443,7 +443,9 @@ class FetchEngine:
                 if self._opts.cancel.is_set():
                     if not force:
                         return
-                    with contextlib.suppress(queue.Empty):  # room for the sentinel: drop whole pages
+                    with contextlib.suppress(
+                        queue.Empty
+                    ):  # room for the sentinel: drop whole pages
                         q.get_nowait()
 
     # -- one page ------------------------------------------------------------------------------
@@ -550,7 +552,9 @@ class FetchEngine:
             except queue.Empty:
                 return
             if not isinstance(event, BaseException):
-                with contextlib.suppress(Exception):  # already unwinding: a callback must not mask it
+                with contextlib.suppress(
+                    Exception
+                ):  # already unwinding: a callback must not mask it
                     self._apply(event)
 
     def _apply(self, event: _Event) -> None:

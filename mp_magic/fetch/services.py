@@ -25,15 +25,6 @@ from ..types import (
 from .engine import BatchCallback, FetchEngine, FetchMode, FetchOptions, WaitCallback, cap_workers
 
 
-def resolve_query(query: EngageQuery | None, params: dict[str, Any]) -> EngageQuery:
-    """``query=`` and keyword parameters may be combined; keywords win, and all are re-validated."""
-    if query is None:
-        return EngageQuery.build(**params)
-    if not params:
-        return query
-    return EngageQuery.build(**{**query.to_dict(), **params})
-
-
 def _mode(*, append: bool, replace: bool, resume: bool) -> FetchMode:
     if sum((append, replace, resume)) > 1:
         raise QueryValidationError(
@@ -73,7 +64,7 @@ class FetcherService:
         **params: Any,
     ) -> AnyFetchResult:
         """Returns `FetchResult` sequentially and `ParallelProfileFetchResult` in parallel mode."""
-        resolved = resolve_query(query, params)
+        resolved = EngageQuery.merged(query, params)
         if batch_size < 1:
             raise QueryValidationError("batch_size", "must be at least 1")
         workers = cap_workers(max_workers, reporter) if parallel else 1
@@ -105,7 +96,7 @@ class FetcherService:
         self, *, query: EngageQuery | None = None, raw: bool = False, **params: Any
     ) -> Iterator[dict[str, Any]]:
         """Profiles one by one without storing them: raw API dicts, or flat ``distinct_id`` rows."""
-        resolved = resolve_query(query, params)
+        resolved = EngageQuery.merged(query, params)
         for profile in self._client.export_profiles(query=resolved):
             if raw:
                 yield profile
