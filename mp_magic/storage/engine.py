@@ -36,10 +36,10 @@ from ..types import FetchStatus, TableMetadata
 from .frames import arrow_to_pandas
 from .naming import quote_ident, validate_table_name
 from .schema import (
-    PAGE_STATS_SQL,
     STATS_COLUMNS,
     infer_columns,
     infer_columns_from_stats,
+    page_stats,
     typed_select,
 )
 
@@ -117,7 +117,7 @@ class PageBatch:
     """One page, transformed on a worker thread and ready for a columnar insert.
 
     ``payload`` is an Arrow table (pos int32, distinct_id string, properties string holding JSON);
-    ``stats`` the page's per-property type statistics (``schema.PAGE_STATS_SQL``), computed here on
+    ``stats`` the page's per-property type statistics (``schema.page_stats``), computed here on
     the worker so that finalize merges a few rows per page instead of re-reading every value.
     """
 
@@ -320,7 +320,7 @@ class StorageEngine:
             payload = conn.sql(_PAGE_SQL, params=[text]).to_arrow_table()
             conn.register("__mp_batch", payload)
             try:
-                stats = conn.sql(PAGE_STATS_SQL.replace("{src}", "__mp_batch")).to_arrow_table()
+                stats = page_stats(conn, "__mp_batch")
             finally:
                 conn.unregister("__mp_batch")
         except duckdb.Error as exc:

@@ -14,6 +14,7 @@ from typing import Any
 
 import duckdb
 import orjson
+import pyarrow as pa
 
 from .naming import LAST_SEEN_PROPERTY, assign_columns, quote_ident
 
@@ -49,15 +50,6 @@ GROUP BY a.key
 """
 
 
-# The same statistics for one page, computed on a worker thread while other pages are in flight.
-# They merge exactly (union of type sets, AND of the flags), so finalize only aggregates these small
-# rows instead of walking every value again.
-PAGE_STATS_SQL = f"""
-SELECT k.key, k.types, k.ints_fit, k.all_datetimes, el.types AS el_types, el.ints_fit AS el_ints_fit
-FROM ({_KEY_STATS.replace("{{src}}", "{src}")}) AS k
-LEFT JOIN ({_ELEMENT_STATS}) AS el ON el.key = k.key
-"""
-
 STATS_COLUMNS = """(
     key VARCHAR NOT NULL,
     types VARCHAR[] NOT NULL,
@@ -78,6 +70,96 @@ SELECT key,
 FROM {stats}
 GROUP BY key
 """
+
+
+def page_stats(conn: duckdb.DuckDBPyConnection, src: str) -> pa.Table:
+    """The per-property type statistics of one page (rows shaped like ``STATS_COLUMNS``).
+
+    Runs on a fetch worker while other pages are in flight. DuckDB's ``json_group_structure``
+    gives each property's JSON type in one cheap pass (conflicting types read ``JSON``); only the
+    two facts it cannot tell are checked on the values, for just the properties concerned: whether
+    every string is a Mixpanel datetime, and whether every positive integer fits in BIGINT. The rows
+    merge exactly across pages (union of types, AND of flags), so finalize never re-reads values.
+    """
+    text = conn.sql(f"SELECT json_group_structure(CAST(properties AS JSON)) FROM {src}").fetchall()[
+        0
+    ][0]
+    structure: dict[str, Any] = orjson.loads(text) if text else {}
+    if not isinstance(structure, dict):
+        structure = {}
+    checks: list[tuple[str, str, str]] = []  # (key, what, sql over extracted value v)
+    for key, kind in structure.items():
+        if kind == "VARCHAR":
+            checks.append((key, "datetime", _DATETIME_CHECK))
+        elif kind in _WIDE_INTS:
+            checks.append((key, "fits", "TRY_CAST(v AS BIGINT) IS NOT NULL"))
+        elif isinstance(kind, list) and kind and kind[0] in _WIDE_INTS:
+            checks.append((key, "fits", "TRY_CAST(CAST(v AS JSON) AS BIGINT[]) IS NOT NULL"))
+    flags: dict[tuple[str, str], bool] = {}
+    if checks:
+        paths = [json_pointer(key) for key, _, _ in checks]
+        exprs = ", ".join(
+            f"coalesce(bool_and({sql.replace('v', f'vals[{i + 1}]')}) "
+            f"FILTER (WHERE vals[{i + 1}] IS NOT NULL), true)"
+            for i, (_, _, sql) in enumerate(checks)
+        )
+        row = conn.execute(
+            f"SELECT {exprs} FROM (SELECT json_extract_string(properties, ?) AS vals FROM {src})",
+            [paths],
+        ).fetchall()[0]
+        flags = {(key, what): bool(row[i]) for i, (key, what, _) in enumerate(checks)}
+    rows: dict[str, list[Any]] = {name: [] for name in _STATS_FIELDS}
+    for key, kind in structure.items():
+        types, el_types = _structure_types(kind)
+        rows["key"].append(key)
+        rows["types"].append(types)
+        rows["ints_fit"].append(flags.get((key, "fits"), True) if kind in _WIDE_INTS else True)
+        rows["all_datetimes"].append(flags.get((key, "datetime"), True))
+        rows["el_types"].append(el_types)
+        rows["el_ints_fit"].append(flags.get((key, "fits"), True) if el_types is not None else None)
+    return pa.table(rows, schema=_STATS_SCHEMA)
+
+
+# json_structure reads positive integers as UBIGINT and a mix of signs as HUGEINT: both may or may
+# not fit a BIGINT, which only the values can tell.
+_WIDE_INTS = ("UBIGINT", "HUGEINT")
+_DATETIME_CHECK = (
+    f"(regexp_full_match(v, '{DATETIME_PATTERN}') AND TRY_CAST(v AS TIMESTAMP) IS NOT NULL)"
+)
+_STATS_FIELDS = ("key", "types", "ints_fit", "all_datetimes", "el_types", "el_ints_fit")
+_STATS_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("types", pa.list_(pa.string())),
+        ("ints_fit", pa.bool_()),
+        ("all_datetimes", pa.bool_()),
+        ("el_types", pa.list_(pa.string())),
+        ("el_ints_fit", pa.bool_()),
+    ]
+)
+
+
+def _json_type(kind: Any) -> list[str]:
+    """A ``json_structure`` entry as the JSON types `decide_type` reasons about."""
+    if isinstance(kind, dict):
+        return ["OBJECT"]
+    if isinstance(kind, list):
+        return ["ARRAY"]
+    if kind == "NULL":
+        return []
+    if kind == "JSON":  # the values disagree in type: decide_type turns this into a JSON column
+        return ["MIXED"]
+    if kind in _WIDE_INTS:
+        return ["UBIGINT"]  # an integer type whose fit is carried by the ints_fit flag
+    return [str(kind)]
+
+
+def _structure_types(kind: Any) -> tuple[list[str], list[str] | None]:
+    """(types, element types) for one property; element types only for lists."""
+    if isinstance(kind, list):
+        element = kind[0] if kind else "NULL"
+        return ["ARRAY"], _json_type(element)
+    return _json_type(kind), None
 
 
 @dataclass(frozen=True)

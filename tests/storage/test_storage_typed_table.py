@@ -306,3 +306,21 @@ def test_properties_differing_only_in_case(storage: StorageEngine) -> None:
     assert rows["a"]["Plan_2"] == "pro" and rows["a"]["plan_3"] == 1 and rows["b"]["plan_3"] == 2
     assert list(rows["a"]["PLAN"]) == [1.5] and rows["a"]["other"] == "x"
     assert pd.isna(rows["b"]["Plan_2"])
+
+
+def test_integer_types_across_pages_signs_and_sizes(storage: StorageEngine) -> None:
+    """Per-page statistics must merge to the same types a pass over every value would give."""
+    pages = [
+        [profile("a", delta=5, ids=[1, 2], big=1, created="2024-01-02T03:04:05")],
+        [profile("b", delta=-7, ids=[-3], big=2**64 - 1, created="not a date")],
+        [profile("c", delta=2**40, ids=[], big=3, created="2024-02-02T00:00:00")],
+    ]
+    run_fetch(storage, "ints", pages)
+    types = _types(storage, "ints")
+    assert types["delta"] == "BIGINT"  # positive and negative integers that fit
+    assert types["ids"] == "BIGINT[]"
+    assert types["big"] == "JSON"  # 2**64 - 1 does not fit BIGINT: kept exactly as JSON
+    assert types["created"] == "VARCHAR"  # one page holds a non-date string
+    values = _by_id(storage, "ints")
+    assert values["b"]["delta"] == -7 and values["c"]["delta"] == 2**40
+    assert orjson.loads(values["b"]["big"]) == 2**64 - 1
