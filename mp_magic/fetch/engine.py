@@ -374,7 +374,7 @@ class FetchEngine:
                 self._events.put(exc)
                 return
             if batch is not None:  # a failed page was already recorded by _fetch_page
-                self._put(write_queue, batch)
+                self._put(write_queue, batch, writer)  # even when cancelled: fetched pages are kept
 
         pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="mp_magic-page")
         try:
@@ -382,15 +382,15 @@ class FetchEngine:
             while not all(f.done() for f in futures):
                 self._drain(timeout=0.05)
             pool.shutdown(wait=True)
-            self._put(write_queue, None)
+            self._put(write_queue, None, writer)
             while writer.is_alive():
                 self._drain(timeout=0.05)
             self._drain()
         except BaseException:
             opts.cancel.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            self._put(write_queue, None, force=True)
-            writer.join()
+            pool.shutdown(wait=True, cancel_futures=True)  # in-flight pages finish and are queued
+            self._put(write_queue, None, writer)
+            writer.join()  # the writer flushes every whole page it was given
             self._drain_quietly()
             raise
         if opts.cancel.is_set():
@@ -422,10 +422,9 @@ class FetchEngine:
                 rows += extra.rows
             batches = group
             try:
-                if not self._opts.cancel.is_set():
-                    self._storage.write_pages(name, batches)
-                    for batch in batches:
-                        self._events.put(_PageDone(batch.page_index, batch.rows))
+                self._storage.write_pages(name, batches)
+                for batch in batches:
+                    self._events.put(_PageDone(batch.page_index, batch.rows))
             except BaseException as exc:
                 self._events.put(exc)
                 self._opts.cancel.set()
@@ -433,20 +432,15 @@ class FetchEngine:
             if stop:
                 return
 
-    def _put(self, q: queue.Queue[Any], item: Any, *, force: bool = False) -> None:
-        """Bounded put that gives up when the fetch is cancelled (no worker blocks forever)."""
-        while True:
+    @staticmethod
+    def _put(q: queue.Queue[Any], item: Any, writer: threading.Thread) -> None:
+        """Bounded put (backpressure) that cannot block forever if the writer has died."""
+        while writer.is_alive():
             try:
                 q.put(item, timeout=0.1)
                 return
             except queue.Full:
-                if self._opts.cancel.is_set():
-                    if not force:
-                        return
-                    with contextlib.suppress(
-                        queue.Empty
-                    ):  # room for the sentinel: drop whole pages
-                        q.get_nowait()
+                continue
 
     # -- one page ------------------------------------------------------------------------------
 
