@@ -76,8 +76,24 @@ class ProgressReporter(Protocol):
     def finish(self, result: FetchResult | ParallelProfileFetchResult) -> None: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _ResultBase:
+    """What every fetch result carries beyond seed 001's fields (keyword-only, so the subclasses
+    keep the seeds' positional fields first)."""
+
+    duration_seconds: float
+    fetched_at: datetime
+    waited_seconds: float = 0.0
+    sessions: int = 1
+    replaced: bool = False
+    appended: bool = False
+    status: FetchStatus = "complete"
+    failed_page_indices: tuple[int, ...] = ()
+
+    @property
+    def has_failures(self) -> bool:
+        return bool(self.failed_page_indices)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for key, value in list(data.items()):
@@ -85,7 +101,7 @@ class _ResultBase:
                 data[key] = _iso(value)
             elif isinstance(value, tuple):
                 data[key] = list(value)
-        data["has_failures"] = bool(data.get("failed_page_indices"))
+        data["has_failures"] = self.has_failures
         return data
 
     def to_json(self) -> str:
@@ -98,20 +114,8 @@ class FetchResult(_ResultBase):
 
     table: str
     rows: int
-    duration_seconds: float
-    fetched_at: datetime
     type: Literal["profiles"] = "profiles"
     successful_pages: int = 0
-    failed_page_indices: tuple[int, ...] = ()
-    waited_seconds: float = 0.0
-    sessions: int = 1
-    replaced: bool = False
-    appended: bool = False
-    status: FetchStatus = "complete"
-
-    @property
-    def has_failures(self) -> bool:
-        return bool(self.failed_page_indices)
 
     @property
     def total_rows(self) -> int:
@@ -126,18 +130,6 @@ class ParallelProfileFetchResult(_ResultBase):
     total_rows: int
     successful_pages: int
     failed_pages: int
-    failed_page_indices: tuple[int, ...]
-    duration_seconds: float
-    fetched_at: datetime
-    waited_seconds: float = 0.0
-    sessions: int = 1
-    replaced: bool = False
-    appended: bool = False
-    status: FetchStatus = "complete"
-
-    @property
-    def has_failures(self) -> bool:
-        return bool(self.failed_page_indices)
 
     @property
     def rows(self) -> int:
