@@ -27,7 +27,7 @@ import httpx
 import orjson
 
 from .budget import QueryBudget, format_duration, shared_budget
-from .config import Settings
+from .config import Secret, Settings
 from .exceptions import (
     APIError,
     AuthenticationError,
@@ -117,7 +117,7 @@ class MixpanelAPIClient:
         secret = credentials.secret.reveal()
         # Strings that must never leave this module: the secret and the Authorization value.
         token = base64.b64encode(f"{credentials.username}:{secret}".encode()).decode()
-        self._hidden = tuple(s for s in (secret, token) if s)
+        self._hidden = tuple(Secret(s) for s in (secret, token) if s)  # masked even in vars()
         pool = max(settings.query_budget.concurrent + 2, 7)
         self._http = httpx.Client(
             auth=httpx.BasicAuth(credentials.username, secret),
@@ -514,7 +514,7 @@ class MixpanelAPIClient:
 
     def _scrub(self, text: str) -> str:
         for hidden in self._hidden:
-            text = text.replace(hidden, "********")
+            text = text.replace(hidden.reveal(), "********")
         return text
 
     # -- waiting ------------------------------------------------------------------------------

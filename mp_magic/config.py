@@ -158,13 +158,20 @@ class Settings:
         config_path: str | Path | None = None,
         **overrides: Any,
     ) -> Settings:
-        """Arguments win over environment variables, which win over the config file."""
-        env = os.environ if env is None else env
-        path = Path(config_path or env.get("MP_CONFIG_FILE") or default_config_path())
+        """Arguments win over environment variables, which win over the config file.
+
+        No frame that can raise keeps the environment or a plain secret in a local variable, so a
+        traceback printed with its locals (pytest --showlocals, error trackers) cannot show it.
+        """
+        overrides = _mask_secret({k: v for k, v in overrides.items() if v is not None})
+        from_env = _from_env(os.environ if env is None else env)
+        env = None
+        path = Path(config_path or from_env.pop("config_file", None) or default_config_path())
         values: dict[str, Any] = {}
         values.update(_from_config_file(path))
-        values.update(_from_env(env))
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values.update(from_env)
+        values.update(overrides)
+        del from_env, overrides
         return cls._from_values(values)
 
     @classmethod
@@ -234,6 +241,7 @@ _ENV_NAMES = {
     "MP_BACKOFF_CAP": "backoff_cap",
     "MP_READ_TIMEOUT": "read_timeout",
     "MP_CONNECT_TIMEOUT": "connect_timeout",
+    "MP_CONFIG_FILE": "config_file",
 }
 _NUMERIC_SETTINGS: dict[str, type] = {
     "max_attempts": int,
@@ -245,7 +253,15 @@ _NUMERIC_SETTINGS: dict[str, type] = {
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    return {key: env[name] for name, key in _ENV_NAMES.items() if env.get(name)}
+    values = {key: env[name] for name, key in _ENV_NAMES.items() if env.get(name)}
+    return _mask_secret(values)
+
+
+def _mask_secret(values: dict[str, Any]) -> dict[str, Any]:
+    """Wrap the secret the moment it is read, so no later error's traceback locals can show it."""
+    if isinstance(values.get("secret"), str):
+        values["secret"] = Secret(values["secret"])
+    return values
 
 
 def _from_config_file(path: Path) -> dict[str, Any]:
@@ -263,8 +279,8 @@ def _from_config_file(path: Path) -> dict[str, Any]:
             raise ConfigurationError(
                 str(path), f"holds a secret but has mode {mode:04o}; run: chmod 600 {path}"
             )
-    allowed = set(_ENV_NAMES.values())
-    return {k: v for k, v in section.items() if k in allowed}
+    allowed = set(_ENV_NAMES.values()) - {"config_file"}
+    return _mask_secret({k: v for k, v in section.items() if k in allowed})
 
 
 def _int(setting: str, value: Any) -> int:

@@ -24,6 +24,7 @@ MAX_DISTINCT_IDS = 2000
 """The seeds' limit on distinct_ids per query (the figure is theirs, not Mixpanel's docs)."""
 
 _MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z
+_MAX_ID = 2**63 - 1
 
 ParamKind = Literal["text", "int", "list", "json", "bool", "timestamp"]
 
@@ -221,6 +222,12 @@ class EngageQuery:
                 "behaviors",
                 "behaviors and cohort_id cannot be combined (the API refuses it); drop one of them",
             )
+        if self.group_id is not None and self.cohort_id is not None:
+            raise QueryValidationError(
+                "group_id",
+                "cohorts hold users, not groups, so cohort_id cannot filter group profiles; "
+                "drop cohort_id or group_id",
+            )
         if self.include_all_users is not None and self.cohort_id is None:
             raise QueryValidationError(
                 "include_all_users",
@@ -273,10 +280,14 @@ def _positive_int(name: str, raw: Any) -> int:
         raise QueryValidationError(name, f"expected a whole number, got {type(raw).__name__}")
     if raw <= 0:
         raise QueryValidationError(name, f"must be a positive id, got {raw}")
+    if raw > _MAX_ID:
+        raise QueryValidationError(name, f"{raw} is larger than any Mixpanel id (at most 2**63 - 1)")
     return raw
 
 
 def _split_list(name: str, raw: Any) -> list[Any]:
+    if isinstance(raw, bytes | bytearray | memoryview):
+        raise QueryValidationError(name, "got bytes; pass text (decode it) or a list of strings")
     if isinstance(raw, str):
         text = raw.strip()
         if text.startswith("["):

@@ -45,6 +45,8 @@ class Workspace:
         emulator: Mapping[str, Any] | None = None,
         **setting_overrides: Any,
     ) -> None:
+        if isinstance(setting_overrides.get("secret"), str):  # masked before anything can raise
+            setting_overrides["secret"] = Secret(setting_overrides["secret"])
         if settings is None:
             settings = Settings.load(query_budget=query_budget, **setting_overrides)
         elif query_budget is not None or setting_overrides:
@@ -304,6 +306,8 @@ class Workspace:
         self.close()
 
     def __repr__(self) -> str:
+        if not hasattr(self, "_storage"):  # __init__ failed: tracebacks with locals still print
+            return "Workspace(<not initialised>)"
         where = str(self._path) if self._path else ":memory:"
         return f"Workspace(path={where!r}, source={self.source!r})"
 

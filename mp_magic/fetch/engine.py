@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import duckdb
+
 from ..budget import QueryBudget, format_duration
 from ..client import MixpanelAPIClient
 from ..exceptions import (
@@ -34,6 +36,7 @@ from ..exceptions import (
     FetchCancelledError,
     MpMagicWarning,
     QueryError,
+    QueryValidationError,
     SessionExpiredError,
     WorkerCapWarning,
 )
@@ -56,6 +59,9 @@ MAX_WORKERS = 5
 
 SHORT_PAGE_RETRIES = 2
 """A page shorter than page_size before the last page is a glitch, not the end: fetch it again."""
+
+MAX_FRUITLESS_RENEWALS = 3
+"""New sessions opened in a row without a page landing before the remaining pages are failed."""
 
 FetchMode = Literal["create", "append", "replace", "resume"]
 BatchCallback = Callable[[ProfileBatchProgress], None]
@@ -111,6 +117,15 @@ class _PageFailed:
 _Event = _PageDone | _PageFailed | BudgetWait | BaseException
 
 
+def is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C, also when it landed inside DuckDB (which reports it as its own interrupt error)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    if isinstance(exc, duckdb.InterruptException):
+        return True
+    return isinstance(exc, RuntimeError | duckdb.Error) and "interrupted" in str(exc).lower()
+
+
 def notify(reporter: ProgressReporter | None, message: str, category: type[Warning]) -> None:
     """A one-line notice: shown by the reporter when there is one, else a Python warning."""
     if reporter is not None:
@@ -124,7 +139,9 @@ def cap_workers(requested: int | None, reporter: ProgressReporter | None) -> int
     if requested is None:
         return MAX_WORKERS
     if requested < 1:
-        raise ValueError("max_workers must be at least 1")
+        raise QueryValidationError(
+            "max_workers", f"must be at least 1 (got {requested}); the API allows {MAX_WORKERS}"
+        )
     if requested > MAX_WORKERS:
         notify(
             reporter,
@@ -168,26 +185,25 @@ class FetchEngine:
         try:
             pending = self._plan(state)
             self._run_rounds(pending)
-        except KeyboardInterrupt:
+            self._drain()  # every page event is counted before the status is decided
+            status: FetchStatus = "partial" if self._tally.failed else "complete"
+            metadata = self._storage.finalize(
+                opts.name,
+                status=status,
+                sessions=self._tally.sessions,
+                waited_seconds=round(self._waits.total, 3),
+                duration_seconds=round(time.monotonic() - self._tally.started, 3),
+            )
+        except BaseException as exc:
+            # Interrupted, cancelled or failed (even while the table was being built): keep what
+            # was written, leave any old table as it was, and leave the fetch resumable.
             opts.cancel.set()
-            self._storage.mark_interrupted(opts.name)
+            with contextlib.suppress(Exception):
+                self._storage.mark_interrupted(opts.name)
+            if is_interrupt(exc):
+                raise KeyboardInterrupt from None
             raise
-        except FetchCancelledError:
-            self._storage.mark_interrupted(opts.name)
-            raise
-        except BaseException:
-            # a failure before any page landed (bad credentials, a refused query): nothing to keep
-            self._storage.mark_interrupted(opts.name)
-            raise
-        status: FetchStatus = "partial" if self._tally.failed else "complete"
-        metadata = self._storage.finalize(
-            opts.name,
-            status=status,
-            sessions=self._tally.sessions,
-            waited_seconds=round(self._waits.total, 3),
-            duration_seconds=round(time.monotonic() - self._tally.started, 3),
-        )
-        result = self._result(rows=metadata.rows, status=status)
+        result = self._result(rows=metadata.rows, status=metadata.status)
         if opts.reporter is not None:
             opts.reporter.finish(result)
         return result
@@ -282,11 +298,37 @@ class FetchEngine:
     # -- rounds --------------------------------------------------------------------------------
 
     def _run_rounds(self, pending: list[int]) -> None:
-        """Run pages until none is left; a dead session opens a new one and goes on."""
+        """Run pages until none is left; a dead session opens a new one and goes on.
+
+        A session that keeps expiring before any page lands would loop forever spending page-0
+        queries: after `MAX_FRUITLESS_RENEWALS` such renewals the page it dies on is recorded as
+        failed (retry fetches it later) and the others go on.
+        """
+        fruitless = 0
         while pending:
+            done_before = self._tally.pages_done
             expired = self._run_round(pending)
             if not expired:
                 return
+            self._drain()
+            fruitless = fruitless + 1 if self._tally.pages_done == done_before else 0
+            if fruitless > MAX_FRUITLESS_RENEWALS:
+                # The first page left is the one that keeps ending the session: give it up
+                # (recorded, retryable) and carry on with the others in a new session.
+                culprit = min(expired)
+                self._fail(
+                    culprit,
+                    APIError(
+                        f"page {culprit}: the Engage session expired {fruitless} times in a row "
+                        "at this page",
+                        page=culprit,
+                    ),
+                )
+                self._drain()
+                expired = [p for p in expired if p != culprit]
+                fruitless = 0
+                if not expired:
+                    return
             self._tally.sessions += 1
             self._session_no += 1
             self._notice(
@@ -333,11 +375,10 @@ class FetchEngine:
                     self._defer(pages[position:])
                     return []
                 raise
-            if batch is None:
-                continue
-            self._storage.write_pages(self._opts.name, [batch])
-            self._apply(_PageDone(page, batch.rows))
-            self._drain()
+            if batch is not None:
+                self._storage.write_pages(self._opts.name, [batch])
+                self._apply(_PageDone(page, batch.rows))
+            self._drain()  # a failed page's event too, so callbacks and the result hear of it
         return []
 
     def _run_threaded(self, pages: list[int]) -> list[int]:

@@ -19,7 +19,7 @@ import json
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -786,7 +786,10 @@ class StorageEngine:
             )
             conn.execute(f"CREATE OR REPLACE TABLE {target} AS {sql}", select_params)
         finally:
-            conn.execute("DROP TABLE IF EXISTS temp.main.__mp_src")
+            # After an interrupt the transaction is aborted and this DROP would raise, masking
+            # the interrupt; the rollback removes the temp table anyway.
+            with suppress(duckdb.Error):
+                conn.execute("DROP TABLE IF EXISTS temp.main.__mp_src")
         return {c.column: c.prop for c in columns}
 
     def mark_interrupted(self, name: str) -> None:
