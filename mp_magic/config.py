@@ -121,6 +121,8 @@ class Settings:
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     allow_insecure_http: bool = False
+    memory_limit: str | None = None
+    """DuckDB's memory cap for the workspace (e.g. "512MB"); None keeps DuckDB's default."""
 
     def __post_init__(self) -> None:
         if self.region not in REGION_HOSTS:
@@ -241,6 +243,7 @@ _ENV_NAMES = {
     "MP_BACKOFF_CAP": "backoff_cap",
     "MP_READ_TIMEOUT": "read_timeout",
     "MP_CONNECT_TIMEOUT": "connect_timeout",
+    "MP_MEMORY_LIMIT": "memory_limit",
     "MP_CONFIG_FILE": "config_file",
 }
 _NUMERIC_SETTINGS: dict[str, type] = {

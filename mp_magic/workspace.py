@@ -69,7 +69,7 @@ class Workspace:
         self._emulator_options = {**DEFAULT_EMULATOR_OPTIONS, **(emulator or {})}
         self._emulator: Any = None
         self._path = None if path is None else Path(path)
-        self._storage = StorageEngine(self._path)
+        self._storage = StorageEngine(self._path, memory_limit=settings.memory_limit)
         self._client: MixpanelAPIClient | None = None
         self._lock = threading.Lock()
         self.last_result: AnyFetchResult | None = None

@@ -243,11 +243,16 @@ _FETCH_COLUMNS = (
 class StorageEngine:
     """The DuckDB workspace: profile tables, their fetch bookkeeping and the read side."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, *, memory_limit: str | None = None) -> None:
+        """``memory_limit`` (DuckDB syntax, e.g. ``"512MB"``) caps DuckDB's memory; with a file
+        database, large typed-table builds then spill to disk instead of growing the kernel."""
         self.path = None if path is None else Path(path)
+        config: dict[str, str | bool | int | float | list[str]] = {}
+        if memory_limit:
+            config["memory_limit"] = memory_limit
         try:
             self._conn = duckdb.connect(
-                ":memory:" if self.path is None else str(self.path),
+                ":memory:" if self.path is None else str(self.path), config=config
             )
         except duckdb.Error as exc:
             raise StorageError(f"cannot open DuckDB database {self.path}: {exc}") from exc
@@ -763,6 +768,23 @@ class StorageEngine:
             f"write_no AS __o2, CAST(pos AS BIGINT) AS __o3 FROM {self._raw_table(name)}"
         )
         params.append(group)
+        only = None
+        if fetch.query.output_properties is not None and not include_base:
+            only = set(fetch.query.output_properties)
+        with_group_key = group is not None or base_has_group
+        raw = self._raw_table(name)
+        if not include_base and not _scalar(
+            conn, f"SELECT count(distinct_id) <> count(DISTINCT distinct_id) FROM {raw}"
+        ):
+            # Fast path (the usual case: one session, no overlap): stream the raw rows, in the
+            # order they were written, straight into the typed table; no copy, no sort.
+            columns = infer_columns_from_stats(conn, self._stats_table(name), only=only)
+            src = f"(SELECT distinct_id, CAST(? AS VARCHAR) AS group_key, properties FROM {raw})"
+            sql, select_params = typed_select(
+                columns, src=src, with_group_key=with_group_key, ordered=False
+            )
+            conn.execute(f"CREATE OR REPLACE TABLE {target} AS {sql}", [*select_params, group])
+            return {c.column: c.prop for c in columns}
         union = " UNION ALL ".join(parts)
         conn.execute(
             "CREATE OR REPLACE TEMP TABLE __mp_src AS SELECT distinct_id, group_key, properties, "
@@ -772,17 +794,12 @@ class StorageEngine:
             params,
         )
         try:
-            only = None
-            if fetch.query.output_properties is not None and not include_base:
-                only = set(fetch.query.output_properties)
             if include_base:  # the existing rows have no page statistics: read their values
                 columns = infer_columns(conn, "temp.main.__mp_src", only=only)
             else:
                 columns = infer_columns_from_stats(conn, self._stats_table(name), only=only)
             sql, select_params = typed_select(
-                columns,
-                src="temp.main.__mp_src",
-                with_group_key=group is not None or base_has_group,
+                columns, src="temp.main.__mp_src", with_group_key=with_group_key
             )
             conn.execute(f"CREATE OR REPLACE TABLE {target} AS {sql}", select_params)
         finally:

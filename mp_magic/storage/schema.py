@@ -264,7 +264,7 @@ def _transform_type(sql_type: str) -> Any:
 
 
 def typed_select(
-    columns: list[PropertyColumn], *, src: str, with_group_key: bool
+    columns: list[PropertyColumn], *, src: str, with_group_key: bool, ordered: bool = True
 ) -> tuple[str, list[Any]]:
     """SELECT building the wide table from ``src`` (distinct_id, group_key, properties, ordering).
 
@@ -307,5 +307,7 @@ def typed_select(
         extra.append("json_extract(properties, ?) AS __v")
         params.append(pointers)
     inner = f"SELECT *{''.join(', ' + e for e in extra)} FROM {src}"
-    sql = f"SELECT {', '.join(parts)} FROM ({inner}) ORDER BY __o1, __o2, __o3"
+    sql = f"SELECT {', '.join(parts)} FROM ({inner})"
+    if ordered:  # without it DuckDB streams src in insertion order, which needs no sort at all
+        sql += " ORDER BY __o1, __o2, __o3"
     return sql, params
