@@ -58,6 +58,9 @@ def base_env(home: Path) -> dict[str, str]:
     env["XDG_CONFIG_HOME"] = str(home / "config")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["COLUMNS"] = "100"
+    # Real retries, short waits: the retry policy itself is timed in tests/client.
+    env["MP_BACKOFF_BASE"] = "0.02"
+    env["MP_BACKOFF_CAP"] = "0.1"
     return env
 
 
