@@ -61,7 +61,7 @@ SHORT_PAGE_RETRIES = 2
 """A page shorter than page_size before the last page is a glitch, not the end: fetch it again."""
 
 MAX_FRUITLESS_RENEWALS = 3
-"""New sessions opened in a row without a page landing before the remaining pages are failed."""
+"""New sessions opened for the same first-remaining page before that page is failed."""
 
 FetchMode = Literal["create", "append", "replace", "resume"]
 BatchCallback = Callable[[ProfileBatchProgress], None]
@@ -300,33 +300,31 @@ class FetchEngine:
     def _run_rounds(self, pending: list[int]) -> None:
         """Run pages until none is left; a dead session opens a new one and goes on.
 
-        A session that keeps expiring before any page lands would loop forever spending page-0
-        queries: after `MAX_FRUITLESS_RENEWALS` such renewals the page it dies on is recorded as
+        A session that keeps expiring at the same page would loop forever spending page-0
+        queries: after `MAX_FRUITLESS_RENEWALS` renewals at one page, that page is recorded as
         failed (retry fetches it later) and the others go on.
         """
-        fruitless = 0
+        expiries: dict[int, int] = {}  # page → sessions that ended while it was the first left
         while pending:
-            done_before = self._tally.pages_done
             expired = self._run_round(pending)
             if not expired:
                 return
             self._drain()
-            fruitless = fruitless + 1 if self._tally.pages_done == done_before else 0
-            if fruitless > MAX_FRUITLESS_RENEWALS:
-                # The first page left is the one that keeps ending the session: give it up
-                # (recorded, retryable) and carry on with the others in a new session.
-                culprit = min(expired)
+            culprit = min(expired)
+            expiries[culprit] = expiries.get(culprit, 0) + 1
+            if expiries[culprit] > MAX_FRUITLESS_RENEWALS:
+                # This page keeps ending the session: give it up (recorded, retryable) and
+                # carry on with the others in a new session.
                 self._fail(
                     culprit,
                     APIError(
-                        f"page {culprit}: the Engage session expired {fruitless} times in a row "
-                        "at this page",
+                        f"page {culprit}: the Engage session expired {expiries[culprit]} times "
+                        "in a row at this page",
                         page=culprit,
                     ),
                 )
                 self._drain()
                 expired = [p for p in expired if p != culprit]
-                fruitless = 0
                 if not expired:
                     return
             self._tally.sessions += 1

@@ -72,9 +72,10 @@ def emulator_factory() -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture(scope="session")
 def shell() -> Any:
-    from IPython.testing.globalipapp import start_ipython
+    from IPython.testing.globalipapp import get_ipython, start_ipython
 
-    ip = start_ipython()
+    # start_ipython() returns None once another test folder has started the global shell.
+    ip = start_ipython() or get_ipython()
     assert ip is not None
     return ip
 
