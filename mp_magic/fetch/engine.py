@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import duckdb
 
@@ -41,7 +41,7 @@ from ..exceptions import (
     WorkerCapWarning,
 )
 from ..query import EngageQuery
-from ..storage import PageBatch, StorageEngine
+from ..storage import FetchMode, FetchState, PageBatch, StorageEngine
 from ..types import (
     AnyFetchResult,
     BudgetWait,
@@ -63,7 +63,6 @@ SHORT_PAGE_RETRIES = 2
 MAX_FRUITLESS_RENEWALS = 3
 """New sessions opened for the same first-remaining page before that page is failed."""
 
-FetchMode = Literal["create", "append", "replace", "resume"]
 BatchCallback = Callable[[ProfileBatchProgress], None]
 WaitCallback = Callable[[BudgetWait], None]
 
@@ -169,9 +168,8 @@ class FetchEngine:
         self._session_no = 0
         self._page_size = 1000
         self._query = options.query
-        self._budget_stop = (
-            threading.Event()
-        )  # --no-wait: set when the hourly budget would pause us
+        # --no-wait: set when the hourly budget would pause the fetch
+        self._budget_stop = threading.Event()
 
     # -- the whole fetch -----------------------------------------------------------------------
 
@@ -208,7 +206,7 @@ class FetchEngine:
             opts.reporter.finish(result)
         return result
 
-    def _plan(self, state: Any) -> list[int]:
+    def _plan(self, state: FetchState) -> list[int]:
         """Page 0 (or the stored plan, when resuming) → the list of pages still to fetch."""
         tally = self._tally
         if self._query.selects_nothing:

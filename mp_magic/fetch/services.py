@@ -14,7 +14,7 @@ from typing import Any
 from ..client import MixpanelAPIClient
 from ..exceptions import QueryValidationError
 from ..query import EngageQuery
-from ..storage import StorageEngine
+from ..storage import FetchMode, StorageEngine
 from ..types import (
     AnyFetchResult,
     FetchResult,
@@ -22,7 +22,7 @@ from ..types import (
     ProfileBatchProgress,
     ProgressReporter,
 )
-from .engine import BatchCallback, FetchEngine, FetchMode, FetchOptions, WaitCallback, cap_workers
+from .engine import BatchCallback, FetchEngine, FetchOptions, WaitCallback, cap_workers
 
 
 def _mode(*, append: bool, replace: bool, resume: bool) -> FetchMode:

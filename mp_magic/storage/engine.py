@@ -214,6 +214,43 @@ def _filters(query: EngageQuery) -> dict[str, Any]:
     }
 
 
+def _metadata_for(
+    fetch: _Fetch,
+    *,
+    status: FetchStatus,
+    rows: int,
+    done: frozenset[int],
+    failed: dict[int, str],
+    sessions: int,
+    waited_seconds: float,
+    duration_seconds: float,
+    fetched_at: datetime,
+    column_map: dict[str, str],
+) -> TableMetadata:
+    """The TableMetadata of a fetch record: one place for finalize and for an unfinished fetch."""
+    return TableMetadata(
+        table=fetch.name,
+        type="profiles",
+        fetched_at=fetched_at,
+        **_filters(fetch.query),
+        query=fetch.query.to_dict(),
+        status=status,
+        complete=status == "complete",
+        rows=rows,
+        total_profiles=fetch.total_profiles,
+        page_size=fetch.page_size,
+        total_pages=fetch.total_pages,
+        pages_done=len(done),
+        failed_page_indices=sorted(failed),
+        session_id=fetch.session_id,
+        sessions=sessions,
+        waited_seconds=waited_seconds,
+        duration_seconds=duration_seconds,
+        parallel=fetch.parallel,
+        column_map=column_map,
+    )
+
+
 @dataclass
 class _Fetch:
     """A row of ``_mp.fetches``."""
@@ -717,25 +754,16 @@ class StorageEngine:
                     "waited_seconds = ?, duration_seconds = ?, updated_at = ? WHERE name = ?",
                     [status, total_sessions, waited, duration, now, stored],
                 )
-                meta = TableMetadata(
-                    table=stored,
-                    type="profiles",
-                    fetched_at=datetime.now(UTC),
-                    **_filters(fetch.query),
-                    query=fetch.query.to_dict(),
+                meta = _metadata_for(
+                    fetch,
                     status=status,
-                    complete=status == "complete",
                     rows=rows,
-                    total_profiles=fetch.total_profiles,
-                    page_size=fetch.page_size,
-                    total_pages=fetch.total_pages,
-                    pages_done=len(done),
-                    failed_page_indices=sorted(failed),
-                    session_id=fetch.session_id,
+                    done=done,
+                    failed=failed,
                     sessions=total_sessions,
                     waited_seconds=waited,
                     duration_seconds=duration,
-                    parallel=fetch.parallel,
+                    fetched_at=datetime.now(UTC),
                     column_map=column_map,
                 )
                 conn.execute("DELETE FROM _mp.tables WHERE lower(name) = lower(?)", [stored])
@@ -886,25 +914,16 @@ class StorageEngine:
             rows = 0
             if exists:
                 rows = int(_scalar(cur, f"SELECT count(*) FROM {self._user_table(name)}"))
-            return TableMetadata(
-                table=fetch.name,
-                type="profiles",
-                fetched_at=stored.fetched_at if stored else datetime.now(UTC),
-                **_filters(fetch.query),
-                query=fetch.query.to_dict(),
+            return _metadata_for(
+                fetch,
                 status=fetch.status,
-                complete=False,
                 rows=rows,
-                total_profiles=fetch.total_profiles,
-                page_size=fetch.page_size,
-                total_pages=fetch.total_pages,
-                pages_done=len(done),
-                failed_page_indices=sorted(failed),
-                session_id=fetch.session_id,
+                done=done,
+                failed=failed,
                 sessions=fetch.sessions,
                 waited_seconds=fetch.waited_seconds,
                 duration_seconds=fetch.duration_seconds,
-                parallel=fetch.parallel,
+                fetched_at=stored.fetched_at if stored else datetime.now(UTC),
                 column_map=stored.column_map if (stored and exists) else {},
             )
 
