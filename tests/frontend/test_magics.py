@@ -37,15 +37,6 @@ ENV = ("MP_USERNAME", "MP_SECRET", "MP_PROJECT_ID", "MP_REGION", "MP_API_URL", "
        "MP_QUERY_BUDGET", "MP_ALLOW_INSECURE_HTTP", "MP_PROGRESS")
 
 
-@pytest.fixture(scope="session")
-def shell() -> InteractiveShell:
-    from IPython.testing.globalipapp import start_ipython
-
-    ip = start_ipython()
-    assert ip is not None
-    return ip
-
-
 def _reset(shell: InteractiveShell) -> None:
     if "MpMagic" in shell.config:
         del shell.config["MpMagic"]

@@ -70,16 +70,6 @@ def emulator_factory() -> Iterator[Callable[..., Any]]:
         emu.stop()
 
 
-@pytest.fixture(scope="session")
-def shell() -> Any:
-    from IPython.testing.globalipapp import get_ipython, start_ipython
-
-    # start_ipython() returns None once another test folder has started the global shell.
-    ip = start_ipython() or get_ipython()
-    assert ip is not None
-    return ip
-
-
 @pytest.fixture
 def ip(shell: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """The session's IPython shell with mp_magic loaded and no default workspace yet."""
