@@ -189,16 +189,36 @@ class MixpanelAPIClient:
         backoff) are reported to ``on_wait``; setting ``cancel`` ends them with
         `FetchCancelledError`.
         """
+        return self.query_engage_page_with_body(
+            page, session_id=session_id, query=query, on_wait=on_wait, cancel=cancel, **params
+        )[0]
+
+    def query_engage_page_with_body(
+        self,
+        page: int,
+        *,
+        session_id: str | None = None,
+        query: EngageQuery | None = None,
+        on_wait: OnWait | None = None,
+        cancel: threading.Event | None = None,
+        **params: Any,
+    ) -> tuple[Page, bytes]:
+        """`query_engage_page`, plus the response body exactly as the API sent it.
+
+        The fetch services hand the body to storage, which parses it once more in DuckDB, off the
+        GIL, instead of serialising the parsed profiles back to JSON.
+        """
         resolved = EngageQuery.merged(query, params)
         _check_page(page, session_id)
         if resolved.selects_nothing:
-            return {
+            empty: Page = {
                 "results": [],
                 "total": 0,
                 "page_size": DEFAULT_PAGE_SIZE,
                 "page": page,
                 "session_id": session_id,
             }
+            return empty, b'{"results": []}'
         form = resolved.to_form()
         form["page"] = str(page)
         if session_id:
@@ -268,7 +288,7 @@ class MixpanelAPIClient:
         session_id: str | None,
         on_wait: OnWait | None,
         cancel: threading.Event | None,
-    ) -> Page:
+    ) -> tuple[Page, bytes]:
         settings = self._settings
         failures = 0
         rate_waits = 0
@@ -344,7 +364,11 @@ class MixpanelAPIClient:
                     delay = self._jitter(ceiling)
                 logger.info(
                     "page %d: attempt %d of %d failed (%s); retrying in %.2f s",
-                    page, failures, settings.max_attempts, failed.error, delay,
+                    page,
+                    failures,
+                    settings.max_attempts,
+                    failed.error,
+                    delay,
                 )
                 self._pause(
                     delay,
@@ -372,7 +396,9 @@ class MixpanelAPIClient:
         oldest = budget.seconds_until_oldest_expires()
         return min(oldest, probe) if oldest > 0 else probe
 
-    def _attempt(self, page: int, form: dict[str, str], session_id: str | None) -> Page:
+    def _attempt(
+        self, page: int, form: dict[str, str], session_id: str | None
+    ) -> tuple[Page, bytes]:
         """One HTTP exchange; returns the page or raises a classified error."""
         started = time.monotonic()
         try:
@@ -400,7 +426,7 @@ class MixpanelAPIClient:
         status = response.status_code
         logger.debug("page %d: HTTP %d in %.3f s", page, status, elapsed)
         if status == 200:
-            return self._parse_page(page, response, session_id)
+            return self._parse_page(page, response, session_id), response.content
         message = self._error_text(response)
         retry_after = _retry_after(response)
         if status in (401, 402, 403):

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import queue
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +60,9 @@ MAX_WORKERS = 5
 
 SHORT_PAGE_RETRIES = 2
 """A page shorter than page_size before the last page is a glitch, not the end: fetch it again."""
+
+TRANSFORM_THREADS = max(1, min(4, os.cpu_count() or 1))
+"""Threads turning page bodies into batches; DuckDB does that work without the GIL."""
 
 MAX_FRUITLESS_RENEWALS = 3
 """New sessions opened for the same first-remaining page before that page is failed."""
@@ -99,6 +103,15 @@ class _Tally:
 
 class _SessionExpired(Exception):
     """Internal: the round must stop because the Engage session is gone."""
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """A page's body as the API sent it, waiting to be transformed."""
+
+    page_index: int
+    session: int
+    body: bytes
 
 
 @dataclass(frozen=True)
@@ -238,7 +251,7 @@ class FetchEngine:
 
     def _fetch_first_page(self) -> bool:
         """Fetch page 0 of a new session: it carries total, page_size and session_id."""
-        response = self._request(0, session_id=None)
+        response, body = self._request(0, session_id=None)
         total = response.get("total")
         results = response["results"]
         self._page_size = int(response.get("page_size") or 1000)
@@ -256,7 +269,8 @@ class FetchEngine:
             session_id=self._session_id,
             session=self._session_no,
         )
-        batch = self._storage.page_batch(0, results, session=self._session_no)
+        batch = self._storage.page_batch(0, body=body, session=self._session_no)
+        del response, results, body
         self._storage.write_pages(self._opts.name, [batch])
         self._announce(list(range(1, pages)))
         self._apply(_PageDone(0, batch.rows))
@@ -336,9 +350,9 @@ class FetchEngine:
             pending = sorted(expired)
 
     def _renew_session(self) -> None:
-        response = self._request(0, session_id=None)
+        response, body = self._request(0, session_id=None)
         self._session_id = response.get("session_id")
-        batch = self._storage.page_batch(0, response["results"], session=self._session_no)
+        batch = self._storage.page_batch(0, body=body, session=self._session_no)
         self._storage.write_pages(self._opts.name, [batch])
         self._storage.record_plan(
             self._opts.name,
@@ -363,7 +377,7 @@ class FetchEngine:
                 self._defer(pages[position:])
                 return []
             try:
-                batch = self._fetch_page(page)
+                fetched = self._fetch_page(page)
             except _SessionExpired:
                 return pages[position:]
             except FetchCancelledError:
@@ -371,15 +385,24 @@ class FetchEngine:
                     self._defer(pages[position:])
                     return []
                 raise
-            if batch is not None:
+            if fetched is not None:
+                batch = self._transform(fetched)
                 self._storage.write_pages(self._opts.name, [batch])
                 self._apply(_PageDone(page, batch.rows))
             self._drain()  # a failed page's event too, so callbacks and the result hear of it
         return []
 
     def _run_threaded(self, pages: list[int]) -> list[int]:
+        """Workers only fetch; transformers turn bodies into batches; ONE writer appends them.
+
+        A worker hands its page body to the transform pool and asks for its next page at once, so
+        the API always has ``workers`` queries in flight while earlier pages are parsed. Both
+        hand-offs are bounded (``workers × 2`` pages), so a slow writer slows the fetch instead of
+        filling memory.
+        """
         opts = self._opts
         write_queue: queue.Queue[PageBatch | None] = queue.Queue(maxsize=opts.workers * 2)
+        in_transform = threading.BoundedSemaphore(opts.workers * 2)
         expired: list[int] = []
         expired_lock = threading.Lock()
         session_gone = threading.Event()
@@ -387,6 +410,16 @@ class FetchEngine:
             target=self._writer_loop, args=(write_queue,), name="mp_magic-writer", daemon=True
         )
         writer.start()
+
+        def transform(fetched: _Fetched) -> None:
+            try:
+                batch = self._transform(fetched)
+            except BaseException as exc:  # never lose an unexpected error in a transformer
+                self._events.put(exc)
+                return
+            finally:
+                in_transform.release()
+            self._put(write_queue, batch, writer)  # even when cancelled: fetched pages are kept
 
         def work(page: int) -> None:
             if opts.cancel.is_set():
@@ -396,7 +429,7 @@ class FetchEngine:
                     expired.append(page)
                 return
             try:
-                batch = self._fetch_page(page)
+                fetched = self._fetch_page(page)
             except _SessionExpired:
                 session_gone.set()
                 with expired_lock:
@@ -410,15 +443,23 @@ class FetchEngine:
             except BaseException as exc:  # never lose an unexpected error in a worker
                 self._events.put(exc)
                 return
-            if batch is not None:  # a failed page was already recorded by _fetch_page
-                self._put(write_queue, batch, writer)  # even when cancelled: fetched pages are kept
+            if fetched is not None:  # a failed page was already recorded by _fetch_page
+                in_transform.acquire()
+                transforms.append(transformer.submit(transform, fetched))
 
+        transforms: list[Future[None]] = []
+        transformer = ThreadPoolExecutor(
+            max_workers=TRANSFORM_THREADS, thread_name_prefix="mp_magic-transform"
+        )
         pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="mp_magic-page")
         try:
             futures = [pool.submit(work, page) for page in pages]
             while not all(f.done() for f in futures):
                 self._drain(timeout=0.05)
             pool.shutdown(wait=True)
+            while not all(f.done() for f in transforms):
+                self._drain(timeout=0.05)
+            transformer.shutdown(wait=True)
             self._put(write_queue, None, writer)
             while writer.is_alive():
                 self._drain(timeout=0.05)
@@ -426,6 +467,7 @@ class FetchEngine:
         except BaseException:
             opts.cancel.set()
             pool.shutdown(wait=True, cancel_futures=True)  # in-flight pages finish and are queued
+            transformer.shutdown(wait=True)  # every fetched page is transformed and queued
             self._put(write_queue, None, writer)
             writer.join()  # the writer flushes every whole page it was given
             self._drain_quietly()
@@ -481,16 +523,17 @@ class FetchEngine:
 
     # -- one page ------------------------------------------------------------------------------
 
-    def _fetch_page(self, page: int) -> PageBatch | None:
-        """Fetch and transform one page (on a worker thread in parallel mode).
+    def _fetch_page(self, page: int) -> _Fetched | None:
+        """Fetch one page (on a worker thread in parallel mode) and check it is whole.
 
         Returns None when the page failed after the client's retries; the failure is recorded.
         """
         last_page = page == self._tally.total_pages - 1
         short_tries = 0
         while True:
+            session = self._session_no
             try:
-                response = self._request(page, session_id=self._session_id)
+                response, body = self._request(page, session_id=self._session_id)
             except SessionExpiredError:
                 raise _SessionExpired() from None
             except AuthenticationError:
@@ -521,10 +564,16 @@ class FetchEngine:
                     ),
                 )
                 return None
-            return self._storage.page_batch(page, results, session=self._session_no)
+            return _Fetched(page, session, body)
 
-    def _request(self, page: int, *, session_id: str | None) -> dict[str, Any]:
-        return self._client.query_engage_page(
+    def _transform(self, fetched: _Fetched) -> PageBatch:
+        """Body → columnar batch: DuckDB parses it, off the GIL (transform threads, or inline)."""
+        return self._storage.page_batch(
+            fetched.page_index, body=fetched.body, session=fetched.session
+        )
+
+    def _request(self, page: int, *, session_id: str | None) -> tuple[dict[str, Any], bytes]:
+        return self._client.query_engage_page_with_body(
             page,
             session_id=session_id,
             query=self._query,

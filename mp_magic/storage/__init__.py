@@ -44,8 +44,9 @@ finalize) and ``_mp.raw_<name>`` (rows written by an unfinished fetch, kept for 
 
 from __future__ import annotations
 
-from .engine import FetchMode, FetchState, PageBatch, StorageEngine
+from .engine import FetchMode, FetchState, StorageEngine
 from .naming import FIXED_COLUMNS, assign_columns, candidate, validate_table_name
+from .pages import PageBatch
 from .schema import DATETIME_PATTERN
 
 __all__ = [

@@ -22,6 +22,9 @@ FIXED_COLUMNS: tuple[str, ...] = ("distinct_id", "last_seen", "group_key", "prop
 
 LAST_SEEN_PROPERTY = "$last_seen"
 
+RESERVED_PREFIX = "__mp_"
+"""Table names mp_magic keeps for itself (a fetch writes into ``__mp_raw_<name>``)."""
+
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NOT_IDENT = re.compile(r"[^A-Za-z0-9_]")
 
@@ -57,6 +60,10 @@ def validate_table_name(name: object) -> str:
         raise InvalidTableNameError(name, "contains characters other than letters, digits and _")
     if name.lower() in reserved_words():
         raise InvalidTableNameError(name, "is an SQL reserved word")
+    if name.lower().startswith(RESERVED_PREFIX):
+        raise InvalidTableNameError(
+            name, f"starts with {RESERVED_PREFIX}, which mp_magic keeps for fetches in progress"
+        )
     return name
 
 
@@ -76,6 +83,11 @@ def candidate(prop: str) -> str:
     return base
 
 
+def property_order(prop: str) -> tuple[bool, str]:
+    """Sort key of step 3: custom properties by name, then ``$`` properties by name."""
+    return (prop.startswith("$"), prop)
+
+
 def assign_columns(properties: Iterable[str]) -> dict[str, str]:
     """Map each property name to its column name (insertion order = column order).
 
@@ -85,11 +97,9 @@ def assign_columns(properties: Iterable[str]) -> dict[str, str]:
     ``$last_seen`` is not given a column here: it is the fixed ``last_seen`` column.
     """
     names = {p for p in properties if p != LAST_SEEN_PROPERTY}
-    custom = sorted(p for p in names if not p.startswith("$"))
-    special = sorted(p for p in names if p.startswith("$"))
     taken = {c.lower() for c in FIXED_COLUMNS}
     out: dict[str, str] = {}
-    for prop in [*custom, *special]:
+    for prop in sorted(names, key=property_order):
         cand = candidate(prop)
         choice = cand
         if choice.lower() in taken and prop.startswith("$"):

@@ -28,7 +28,8 @@ _NUMBERS = _INTS | {"DOUBLE"}
 # whether every string is a valid Mixpanel datetime. `src` is the staging table (properties JSON).
 _KEY_STATS = f"""
 SELECT e.key,
-       list_sort(list_distinct(list(e.type) FILTER (WHERE e.type <> 'NULL'))) AS types,
+       coalesce(list_sort(list_distinct(list(e.type) FILTER (WHERE e.type <> 'NULL'))), [])
+           AS types,
        coalesce(bool_and(TRY_CAST(CAST(e.value AS VARCHAR) AS BIGINT) IS NOT NULL)
                 FILTER (WHERE e.type = 'UBIGINT'), true) AS ints_fit,
        coalesce(bool_and(regexp_full_match(json_extract_string(e.value, '$'), '{DATETIME_PATTERN}')
@@ -40,7 +41,8 @@ GROUP BY e.key
 
 _ELEMENT_STATS = """
 SELECT a.key,
-       list_sort(list_distinct(list(el.type) FILTER (WHERE el.type <> 'NULL'))) AS types,
+       coalesce(list_sort(list_distinct(list(el.type) FILTER (WHERE el.type <> 'NULL'))), [])
+           AS types,
        coalesce(bool_and(TRY_CAST(CAST(el.value AS VARCHAR) AS BIGINT) IS NOT NULL)
                 FILTER (WHERE el.type = 'UBIGINT'), true) AS ints_fit
 FROM (SELECT e.key, e.value FROM {src} AS s, json_each(s.properties) AS e
@@ -72,62 +74,10 @@ GROUP BY key
 """
 
 
-def page_stats(conn: duckdb.DuckDBPyConnection, src: str) -> pa.Table:
-    """The per-property type statistics of one page (rows shaped like ``STATS_COLUMNS``).
-
-    Runs on a fetch worker while other pages are in flight. DuckDB's ``json_group_structure``
-    gives each property's JSON type in one cheap pass (conflicting types read ``JSON``); only the
-    two facts it cannot tell are checked on the values, for just the properties concerned: whether
-    every string is a Mixpanel datetime, and whether every positive integer fits in BIGINT. The rows
-    merge exactly across pages (union of types, AND of flags), so finalize never re-reads values.
-    """
-    text = conn.sql(f"SELECT json_group_structure(CAST(properties AS JSON)) FROM {src}").fetchall()[
-        0
-    ][0]
-    structure: dict[str, Any] = orjson.loads(text) if text else {}
-    if not isinstance(structure, dict):
-        structure = {}
-    checks: list[tuple[str, str, str]] = []  # (key, what, sql over extracted value v)
-    for key, kind in structure.items():
-        if kind == "VARCHAR":
-            checks.append((key, "datetime", _DATETIME_CHECK))
-        elif kind in _WIDE_INTS:
-            checks.append((key, "fits", "TRY_CAST(v AS BIGINT) IS NOT NULL"))
-        elif isinstance(kind, list) and kind and kind[0] in _WIDE_INTS:
-            checks.append((key, "fits", "TRY_CAST(CAST(v AS JSON) AS BIGINT[]) IS NOT NULL"))
-    flags: dict[tuple[str, str], bool] = {}
-    if checks:
-        paths = [json_pointer(key) for key, _, _ in checks]
-        exprs = ", ".join(
-            f"coalesce(bool_and({sql.replace('v', f'vals[{i + 1}]')}) "
-            f"FILTER (WHERE vals[{i + 1}] IS NOT NULL), true)"
-            for i, (_, _, sql) in enumerate(checks)
-        )
-        row = conn.execute(
-            f"SELECT {exprs} FROM (SELECT json_extract_string(properties, ?) AS vals FROM {src})",
-            [paths],
-        ).fetchall()[0]
-        flags = {(key, what): bool(row[i]) for i, (key, what, _) in enumerate(checks)}
-    rows: dict[str, list[Any]] = {name: [] for name in _STATS_FIELDS}
-    for key, kind in structure.items():
-        types, el_types = _structure_types(kind)
-        rows["key"].append(key)
-        rows["types"].append(types)
-        rows["ints_fit"].append(flags.get((key, "fits"), True) if kind in _WIDE_INTS else True)
-        rows["all_datetimes"].append(flags.get((key, "datetime"), True))
-        rows["el_types"].append(el_types)
-        rows["el_ints_fit"].append(flags.get((key, "fits"), True) if el_types is not None else None)
-    return pa.table(rows, schema=_STATS_SCHEMA)
-
-
 # json_structure reads positive integers as UBIGINT and a mix of signs as HUGEINT: both may or may
 # not fit a BIGINT, which only the values can tell.
 _WIDE_INTS = ("UBIGINT", "HUGEINT")
-_DATETIME_CHECK = (
-    f"(regexp_full_match(v, '{DATETIME_PATTERN}') AND TRY_CAST(v AS TIMESTAMP) IS NOT NULL)"
-)
-_STATS_FIELDS = ("key", "types", "ints_fit", "all_datetimes", "el_types", "el_ints_fit")
-_STATS_SCHEMA = pa.schema(
+STATS_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
         ("types", pa.list_(pa.string())),
@@ -154,8 +104,12 @@ def _json_type(kind: Any) -> list[str]:
     return [str(kind)]
 
 
-def _structure_types(kind: Any) -> tuple[list[str], list[str] | None]:
-    """(types, element types) for one property; element types only for lists."""
+def structure_types(kind: Any) -> tuple[list[str], list[str] | None]:
+    """(types, element types) for one property's ``json_structure`` entry; elements only for lists.
+
+    Per-page rows built from these merge exactly across pages (union of types, AND of flags), so
+    finalize never re-reads values to type a column.
+    """
     if isinstance(kind, list):
         element = kind[0] if kind else "NULL"
         return ["ARRAY"], _json_type(element)
@@ -311,3 +265,102 @@ def typed_select(
     if ordered:  # without it DuckDB streams src in insertion order, which needs no sort at all
         sql += " ORDER BY __o1, __o2, __o3"
     return sql, params
+
+
+# Conversions between column types that a plain cast does exactly as reading the JSON would; any
+# other change of type re-reads the value from the properties JSON (see `convert`).
+_EXACT_CASTS = frozenset(
+    {
+        ("VARCHAR", "TIMESTAMP"),
+        ("HUGEINT", "BIGINT"),
+        ("HUGEINT", "DOUBLE"),
+        ("BIGINT", "DOUBLE"),
+        ("HUGEINT[]", "BIGINT[]"),
+        ("HUGEINT[]", "DOUBLE[]"),
+        ("BIGINT[]", "DOUBLE[]"),
+    }
+)
+
+
+def from_properties(prop: str, sql_type: str) -> str:
+    """SQL reading property ``prop`` of a row's ``properties`` JSON as ``sql_type``."""
+    pointer = json_pointer(prop).replace("'", "''")
+    return _extract(sql_type, f"json_extract(properties, '{pointer}')")
+
+
+def convert(column: str, from_type: str, to_type: str, prop: str) -> str:
+    """SQL turning ``column`` (read as ``from_type``) into ``to_type`` exactly as a fresh read would.
+
+    Used when pages disagree: a property typed BIGINT so far becomes DOUBLE with a cast, but one
+    that becomes JSON or VARCHAR is re-read from the JSON, so no value is reformatted by a cast.
+    """
+    if from_type == to_type:
+        return column
+    if (from_type, to_type) in _EXACT_CASTS:
+        return f"CAST({column} AS {to_type})"
+    return from_properties(prop, to_type)
+
+
+@dataclass
+class MergedStats:
+    """One property's statistics merged over pages: what `_MERGED_STATS` computes, kept live.
+
+    The writer merges each page into these in Python, so a page that brings nothing new (the usual
+    case after the first few) costs no query and adds no statistics row.
+    """
+
+    types: frozenset[str] = frozenset()
+    ints_fit: bool = True
+    all_datetimes: bool = True
+    el_types: frozenset[str] = frozenset()
+    el_ints_fit: bool = True
+    el_seen: bool = False
+
+    @classmethod
+    def from_merged_row(cls, row: Any) -> MergedStats:
+        """From a `_MERGED_STATS` row: key, types, ints_fit, all_datetimes, el_types, el_fit, el_seen."""
+        return cls(
+            frozenset(row[1]),
+            bool(row[2]),
+            bool(row[3]),
+            frozenset(row[4] or ()),
+            bool(row[5]),
+            bool(row[6]),
+        )
+
+    def covers(self, page: dict[str, Any]) -> bool:
+        """Would merging this page row (a ``STATS_SCHEMA`` dict) change nothing?"""
+        if not set(page["types"]) <= self.types:
+            return False
+        if (self.ints_fit and not page["ints_fit"]) or (
+            self.all_datetimes and not page["all_datetimes"]
+        ):
+            return False
+        if page["el_types"] is None:
+            return True
+        return (
+            self.el_seen
+            and set(page["el_types"]) <= self.el_types
+            and (page["el_ints_fit"] or not self.el_ints_fit)
+        )
+
+    def merged(self, page: dict[str, Any]) -> MergedStats:
+        el = page["el_types"]
+        return MergedStats(
+            self.types | set(page["types"]),
+            self.ints_fit and bool(page["ints_fit"]),
+            self.all_datetimes and bool(page["all_datetimes"]),
+            self.el_types | set(el or ()),
+            self.el_ints_fit and (el is None or bool(page["el_ints_fit"])),
+            self.el_seen or el is not None,
+        )
+
+    def column_type(self) -> str:
+        element = (set(self.el_types), self.el_ints_fit) if self.el_seen else None
+        return decide_type(set(self.types), self.ints_fit, self.all_datetimes, element)
+
+
+def merged_stats(conn: duckdb.DuckDBPyConnection, stats: str) -> dict[str, MergedStats]:
+    """Every property's statistics merged over the pages recorded in table ``stats``."""
+    rows: list[Any] = conn.execute(_MERGED_STATS.replace("{stats}", stats)).fetchall()
+    return {str(r[0]): MergedStats.from_merged_row(r) for r in rows}

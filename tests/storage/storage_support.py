@@ -107,6 +107,6 @@ def run_fetch(
         total_pages=total_pages if total_pages is not None else len(pages),
         session_id="sess-1",
     )
-    batches = [storage.page_batch(i, list(p)) for i, p in zip(indices, pages, strict=True)]
-    storage.write_pages(name, batches)
+    for i, p in zip(indices, pages, strict=True):  # one write per page, as the fetchers do
+        storage.write_pages(name, [storage.page_batch(i, list(p))])
     return storage.finalize(name, status="complete")

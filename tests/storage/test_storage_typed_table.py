@@ -13,6 +13,7 @@ from storage_support import mixed_pages, profile, run_fetch
 
 from mp_magic.query import EngageQuery
 from mp_magic.storage import StorageEngine, assign_columns, candidate
+from mp_magic.storage.naming import property_order
 
 
 def _types(storage: StorageEngine, name: str) -> dict[str, str]:
@@ -33,9 +34,20 @@ def people(storage: StorageEngine) -> StorageEngine:
 
 def test_schema_types_and_order(people: StorageEngine) -> None:
     types = _types(people, "people")
-    assert list(types)[:2] == ["distinct_id", "last_seen"]
-    assert list(types)[-1] == "properties"
+    order = list(types)
+    assert order[:2] == ["distinct_id", "last_seen"]
     assert "group_key" not in types
+    # The first page's properties in the naming rule's order, then properties, then the columns
+    # of properties first seen on later pages, in the same order.
+    column_map = people.metadata("people").column_map
+    pages = mixed_pages()
+    first = {k for p in pages[0] for k in p["$properties"]} - {"$last_seen"}
+    everything = {k for page in pages for p in page for k in p["$properties"]} - {"$last_seen"}
+    split = order.index("properties")
+    assert [column_map[c] for c in order[2:split]] == sorted(first, key=property_order)
+    later = [column_map[c] for c in order[split + 1 :]]
+    assert later == sorted(everything - first, key=property_order)
+    assert {"late_prop", "late_ts"} <= set(later)
     assert types["distinct_id"] == "VARCHAR"
     assert types["last_seen"] == "TIMESTAMP"
     assert types["properties"] == "JSON"

@@ -1,0 +1,328 @@
+"""The worker side of the write path: one Engage page body → a typed columnar batch.
+
+This runs on fetch threads while other pages are in flight, so it does all the per-value work that
+can be done before the whole fetch is seen, inside DuckDB (which releases the GIL):
+
+1. ``json_structure`` of the body: every property's JSON type on this page, one parse.
+2. The profiles split out of the body by JSON path (``distinct_id`` and the ``$properties`` text).
+3. ``json_transform`` of the properties into one *candidate* column per property, typed as this
+   page alone says (strings VARCHAR, integers BIGINT or HUGEINT, objects and mixed values JSON, ...),
+   plus ``last_seen``.
+4. The facts the structure cannot tell (is every string a Mixpanel datetime, does every integer fit
+   a BIGINT) from the typed candidates, which gives the page's statistics (``STATS_COLUMNS`` rows).
+
+The single writer then only merges statistics, casts candidates to the fetch-wide type (cheap, or
+re-read from the properties JSON when a page disagrees) and appends; finalize copies columns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .naming import LAST_SEEN_PROPERTY, quote_ident
+from .schema import (
+    DATETIME_PATTERN,
+    STATS_SCHEMA,
+    json_pointer,
+    structure_types,
+)
+
+STAGE_PREFIX = "p_"
+
+# The fast split: both lists come from one body by JSON path. A profile missing either key would
+# shift one list against the other, so the lengths are checked against the array (``aligned``);
+# a JSON null where the properties belong reads as no properties.
+_SPLIT_BY_PATH = """
+SELECT pos, distinct_id, CASE WHEN p = 'null' THEN '{}'::JSON ELSE p END AS properties, aligned
+FROM (SELECT CAST(generate_subscripts(ps, 1) AS INTEGER) AS pos,
+             unnest(ids) AS distinct_id,
+             unnest(ps) AS p,
+             aligned
+      FROM (SELECT ids, ps, len(ids) = n AND len(ps) = n AS aligned
+            FROM (SELECT json_extract_string(b, '$.results[*]."$distinct_id"') AS ids,
+                         json_extract(b, '$.results[*]."$properties"') AS ps,
+                         json_array_length(b, '$.results') AS n
+                  FROM (SELECT CAST(? AS VARCHAR) AS b))))
+"""
+
+# The careful split, for pages the fast one cannot take (a profile without distinct_id, properties
+# that are not an object): one element at a time.
+_SPLIT_BY_ELEMENT = """
+SELECT CAST(ord AS INTEGER) AS pos,
+       json_extract_string(j, '/$distinct_id') AS distinct_id,
+       CASE WHEN json_type(j, '/$properties') = 'OBJECT'
+            THEN json_extract(j, '/$properties') ELSE '{}'::JSON END AS properties,
+       true AS aligned
+FROM unnest(CAST(json_extract(CAST(? AS VARCHAR), '$.results') AS JSON[])) WITH ORDINALITY AS u(j, ord)
+"""
+
+_DATETIME_REGEX = f"^{DATETIME_PATTERN}$"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+NULL_ONLY = "NULL"
+"""The candidate of a property whose every value on the page is null: no column is sent for it."""
+
+
+def stage_column(prop: str) -> str:
+    """The raw table's column for a property.
+
+    Hex of the UTF-8 name: case-sensitive and collision-free, so the writer never renames a column
+    as properties arrive; the readable naming rule is applied once, to the final table.
+    """
+    return STAGE_PREFIX + prop.encode().hex()
+
+
+def stage_property(column: str) -> str | None:
+    """The property behind a raw-table column, or None for the fixed columns."""
+    if not column.startswith(STAGE_PREFIX):
+        return None
+    try:
+        return bytes.fromhex(column[len(STAGE_PREFIX) :]).decode()
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class PageBatch:
+    """One page, transformed on a worker thread and ready for a columnar append.
+
+    ``payload`` is an Arrow table: pos, distinct_id, last_seen, properties (JSON text) and one
+    candidate column per property (named by `stage_column`, typed per ``candidates``). ``stats``
+    holds the page's per-property type statistics (``STATS_COLUMNS`` rows).
+    """
+
+    page_index: int
+    session: int
+    rows: int
+    payload: pa.Table
+    stats: pa.Table | None = None
+    candidates: Mapping[str, str] = field(default_factory=dict)
+
+
+def body_of(results: list[dict[str, Any]]) -> str:
+    """A page body for already-parsed profiles (tests, the typing benchmark, older callers)."""
+    try:
+        return orjson.dumps({"results": results}).decode()
+    except TypeError:  # an integer beyond 64 bits: the standard library can still write it
+        return json.dumps({"results": results}, default=str)
+
+
+def candidate_type(kind: Any) -> str:
+    """The SQL type a property is read as on one page, from its ``json_structure`` entry."""
+    if isinstance(kind, list):
+        element = kind[0] if kind else "NULL"
+        if isinstance(element, dict | list) or element == "JSON":
+            return "JSON[]"
+        if element == "NULL":
+            return "VARCHAR[]"
+        return _scalar_candidate(element) + "[]"
+    if kind == "NULL":
+        return NULL_ONLY
+    if isinstance(kind, dict) or kind == "JSON":
+        return "JSON"
+    return _scalar_candidate(kind)
+
+
+def _scalar_candidate(kind: Any) -> str:
+    if kind in ("UBIGINT", "HUGEINT"):
+        return "HUGEINT"  # whether it fits a BIGINT is checked on the values
+    if kind in ("VARCHAR", "BOOLEAN", "DOUBLE", "BIGINT"):
+        return str(kind)
+    return "JSON"
+
+
+def _transform_entry(sql_type: str) -> Any:
+    return [sql_type[:-2]] if sql_type.endswith("[]") else sql_type
+
+
+def _properties_structure(body_structure: Any) -> dict[str, Any] | None:
+    """The merged structure of every profile's ``$properties``; None if it is not all objects."""
+    if not isinstance(body_structure, dict):
+        return None
+    results = body_structure.get("results")
+    if results == ["NULL"] or results == []:
+        return {}
+    if not (isinstance(results, list) and results and isinstance(results[0], dict)):
+        return None
+    element = results[0]
+    props = element.get("$properties", "NULL")
+    if props == "NULL":
+        return {}
+    if not isinstance(props, dict):
+        return None
+    return props
+
+
+def transform_page(
+    conn: duckdb.DuckDBPyConnection, body: str
+) -> tuple[pa.Table, pa.Table, dict[str, str]]:
+    """(payload, stats, candidates) of one page body; see the module docstring.
+
+    Two DuckDB queries in the usual case: the body's structure, then split and transform in one
+    pass. Few queries matter: each one is a GIL hand-off, and five fetch threads compete for it.
+    """
+    found = conn.execute("SELECT json_structure(?)", [body]).fetchall()[0][0]
+    structure = _properties_structure(orjson.loads(found) if found else None)
+    if structure is not None:
+        payload, candidates = _typed_page(conn, _SPLIT_BY_PATH, body, structure)
+        if not payload.num_rows or payload.column("aligned")[0].as_py():
+            payload = payload.drop_columns(["aligned"])
+            return payload, _page_stats(conn, payload, structure, candidates), candidates
+    # A page the fast split cannot take: read each profile on its own, and its structure too.
+    text = conn.execute(
+        f"SELECT json_group_structure(properties) FROM ({_SPLIT_BY_ELEMENT})", [body]
+    ).fetchall()[0][0]
+    parsed = orjson.loads(text) if text else {}
+    structure = parsed if isinstance(parsed, dict) else {}
+    payload, candidates = _typed_page(conn, _SPLIT_BY_ELEMENT, body, structure)
+    payload = payload.drop_columns(["aligned"])
+    return payload, _page_stats(conn, payload, structure, candidates), candidates
+
+
+def _typed_page(
+    conn: duckdb.DuckDBPyConnection, split: str, body: str, structure: dict[str, Any]
+) -> tuple[pa.Table, dict[str, str]]:
+    """Split the body and read every property as its page-level candidate type, in one query."""
+    lowered: dict[str, int] = {}
+    for key in structure:
+        lowered[key.lower()] = lowered.get(key.lower(), 0) + 1
+    # DuckDB's struct keys are case-insensitive: properties that differ only in case get no
+    # candidate here; the writer reads them from the properties JSON instead.
+    unique = [key for key in structure if lowered[key.lower()] == 1]
+    candidates = {
+        key: candidate_type(structure[key]) for key in unique if key != LAST_SEEN_PROPERTY
+    }
+    transform: dict[str, Any] = {
+        key: _transform_entry(t) for key, t in candidates.items() if t != NULL_ONLY
+    }
+    if LAST_SEEN_PROPERTY in unique:
+        transform[LAST_SEEN_PROPERTY] = "VARCHAR"
+    fields = list(transform)
+    parts = ["pos", "distinct_id"]
+    if LAST_SEEN_PROPERTY in transform:
+        idx = fields.index(LAST_SEEN_PROPERTY) + 1
+        parts.append(f"TRY_CAST(struct_extract_at(__s, {idx}) AS TIMESTAMP) AS last_seen")
+    else:
+        pointer = json_pointer(LAST_SEEN_PROPERTY)
+        parts.append(
+            f"TRY_CAST(json_extract_string(properties, '{pointer}') AS TIMESTAMP) AS last_seen"
+        )
+    parts += ["properties", "aligned"]
+    for key in candidates:
+        if candidates[key] != NULL_ONLY:
+            parts.append(
+                f"struct_extract_at(__s, {fields.index(key) + 1}) "
+                f"AS {quote_ident(stage_column(key))}"
+            )
+    if transform:
+        sql = (
+            f"SELECT {', '.join(parts)} FROM (SELECT *, json_transform(properties, ?) AS __s "
+            f"FROM ({split}))"
+        )
+        params = [orjson.dumps(transform).decode(), body]
+    else:
+        sql = f"SELECT {', '.join(parts)} FROM ({split})"
+        params = [body]
+    return conn.sql(sql, params=params).to_arrow_table(), candidates
+
+
+def _all(values: pa.ChunkedArray | pa.Array) -> bool:
+    """True when every non-null value is true (and when there is none)."""
+    result = pc.all(values).as_py()
+    return True if result is None else bool(result)
+
+
+def _page_stats(
+    conn: duckdb.DuckDBPyConnection,
+    payload: pa.Table,
+    structure: dict[str, Any],
+    candidates: dict[str, str],
+) -> pa.Table:
+    """The page's ``STATS_COLUMNS`` rows: the structure's types plus two facts from the values.
+
+    Whether every string is a Mixpanel datetime and whether every integer fits a BIGINT are read
+    from the typed candidate columns with Arrow compute (no query, no GIL); only columns that
+    pass the datetime pattern are confirmed by DuckDB's own cast, the one finalize will use.
+    """
+    flags: dict[str, bool] = {}
+    confirm: list[str] = []
+    for key, kind in structure.items():
+        wide = kind in ("UBIGINT", "HUGEINT")
+        wide_list = isinstance(kind, list) and bool(kind) and kind[0] in ("UBIGINT", "HUGEINT")
+        if (kind != "VARCHAR" and not wide and not wide_list) or key == LAST_SEEN_PROPERTY:
+            continue  # ($last_seen is read into last_seen whatever the other values are)
+        if key not in candidates:  # a case-colliding name: read the values from the JSON
+            flags[key] = _json_flag(conn, payload, key, kind)
+            continue
+        values = payload.column(stage_column(key))
+        if kind == "VARCHAR":
+            looks = _all(pc.equal(pc.utf8_length(values), 19)) and _all(
+                pc.match_substring_regex(values, _DATETIME_REGEX)
+            )
+            flags[key] = looks
+            if looks and values.null_count < len(values):
+                confirm.append(key)
+        else:
+            if wide_list:
+                values = pc.list_flatten(values)
+            bounds = pc.min_max(values).as_py()
+            low, high = bounds["min"], bounds["max"]
+            flags[key] = low is None or (low >= _INT64_MIN and high <= _INT64_MAX)
+    if confirm:
+        tests = ", ".join(
+            f"coalesce(bool_and(TRY_CAST({quote_ident(stage_column(k))} AS TIMESTAMP) IS NOT NULL) "
+            f"FILTER (WHERE {quote_ident(stage_column(k))} IS NOT NULL), true)"
+            for k in confirm
+        )
+        conn.register("__mp_payload", payload)
+        try:
+            row = conn.execute(f"SELECT {tests} FROM __mp_payload").fetchall()[0]
+        finally:
+            conn.unregister("__mp_payload")
+        flags.update({key: bool(row[i]) for i, key in enumerate(confirm)})
+    columns: dict[str, list[Any]] = {name: [] for name in STATS_SCHEMA.names}
+    for key, kind in structure.items():
+        types, el_types = structure_types(kind)
+        wide = kind in ("UBIGINT", "HUGEINT")
+        columns["key"].append(key)
+        columns["types"].append(types)
+        columns["ints_fit"].append(flags.get(key, True) if wide else True)
+        columns["all_datetimes"].append(flags.get(key, True) if kind == "VARCHAR" else True)
+        columns["el_types"].append(el_types)
+        columns["el_ints_fit"].append(flags.get(key, True) if el_types is not None else None)
+    return pa.table(columns, schema=STATS_SCHEMA)
+
+
+def _json_flag(conn: duckdb.DuckDBPyConnection, payload: pa.Table, key: str, kind: Any) -> bool:
+    """The datetime/fits fact for a property without a candidate column, read from the JSON."""
+    value = f"json_extract_string(properties, '{_sql_text(json_pointer(key))}')"
+    if kind == "VARCHAR":
+        test = (
+            f"regexp_full_match({value}, '{DATETIME_PATTERN}') "
+            f"AND TRY_CAST({value} AS TIMESTAMP) IS NOT NULL"
+        )
+    elif isinstance(kind, list):
+        test = f"TRY_CAST(CAST({value} AS JSON) AS BIGINT[]) IS NOT NULL"
+    else:
+        test = f"TRY_CAST({value} AS BIGINT) IS NOT NULL"
+    conn.register("__mp_payload", payload)
+    try:
+        row = conn.execute(
+            f"SELECT coalesce(bool_and({test}) FILTER (WHERE {value} IS NOT NULL), true) "
+            "FROM __mp_payload"
+        ).fetchall()[0]
+    finally:
+        conn.unregister("__mp_payload")
+    return bool(row[0])
+
+
+def _sql_text(text: str) -> str:
+    return text.replace("'", "''")
