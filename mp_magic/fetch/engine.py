@@ -135,7 +135,12 @@ def is_interrupt(exc: BaseException) -> bool:
         return True
     if isinstance(exc, duckdb.InterruptException):
         return True
-    return isinstance(exc, RuntimeError | duckdb.Error) and "interrupted" in str(exc).lower()
+    if not isinstance(exc, RuntimeError | duckdb.Error):
+        return False
+    # DuckDB also wraps a Ctrl-C that lands in its Python-side Arrow scan ("counting the rows of
+    # the object registered as ... failed: KeyboardInterrupt").
+    text = str(exc).lower()
+    return "interrupted" in text or "keyboardinterrupt" in text
 
 
 def notify(reporter: ProgressReporter | None, message: str, category: type[Warning]) -> None:

@@ -1,4 +1,13 @@
-"""The DuckDB storage engine: raw page writes during a fetch, typed wide tables after it.
+"""The DuckDB storage engine: pages typed as they arrive, one writer, tables renamed into place.
+
+Write path
+----------
+A fetch worker hands each page's body to a transform thread, which parses it once in DuckDB
+(``pages.transform_page``): its structure, and one query splitting out the profiles and reading
+every property as the type this page alone suggests. The ONE writer merges the page's type
+statistics, converts columns when a page widens a type (the rows already written are cast, or re-read
+from their JSON), and appends to ``main.__mp_raw_<name>``. Finalize then renames that table into
+place; it only rebuilds from the JSON when profiles repeat (several sessions) or when appending.
 
 Typed table layout
 ------------------
@@ -7,8 +16,13 @@ After ``finalize`` a profile table has, in this order:
 * ``distinct_id`` VARCHAR
 * ``last_seen`` TIMESTAMP, from ``$last_seen`` (which gets no column of its own)
 * ``group_key`` VARCHAR, only for group-profile fetches (the query's ``group_id``)
-* one typed column per top-level property found in any page (the union over all pages)
-* ``properties`` JSON, the original ``$properties`` object, so nothing is lost.
+* one typed column per top-level property on the first page written, in the naming rule's order
+* ``properties`` JSON, the original ``$properties`` object, so nothing is lost
+* one typed column per property first seen on a later page (newer properties, usually), in the
+  naming rule's order.
+
+A table rebuilt from the JSON (append, repeated profiles) has every property column before
+``properties``. ``TableMetadata.column_map`` lists the property columns in table order.
 
 Types are inferred inside DuckDB over every value: all integers → BIGINT; numbers → DOUBLE;
 booleans → BOOLEAN; strings that all match ``YYYY-MM-DDTHH:MM:SS`` → TIMESTAMP; other strings →
@@ -39,7 +53,9 @@ Bookkeeping (schema ``_mp``)
 ----------------------------
 ``_mp.fetches`` (one row per table: status, mode, query, plan, run number), ``_mp.pages`` (page
 done/failed markers of the current run), ``_mp.tables`` (the TableMetadata JSON of the last
-finalize) and ``_mp.raw_<name>`` (rows written by an unfinished fetch, kept for resume).
+finalize) and ``_mp.stats_<name>`` (per-page type statistics of an unfinished fetch). The rows
+of an unfinished fetch are in ``main.__mp_raw_<name>`` (kept for resume; `tables()` does not list
+it, and table names starting with ``__mp_`` are refused).
 """
 
 from __future__ import annotations

@@ -353,3 +353,19 @@ def test_the_same_table_twice_at_once_is_refused_cleanly(make_workspace: MakeWor
         assert isinstance(exc, StorageError) and "already running" in str(exc)
     assert counts(ws, "same") == (1000, 1000)
     assert ids_in(ws, "same") == expected_ids(ws)
+
+
+def test_ctrl_c_wrapped_by_duckdb_counts_as_an_interrupt() -> None:
+    """A Ctrl-C landing in DuckDB's Arrow scan comes back as its own error; it is still Ctrl-C."""
+    import duckdb
+
+    from mp_magic.fetch.engine import is_interrupt
+
+    wrapped = duckdb.InvalidInputException(
+        "Invalid Input Error: counting the rows of the object registered as '__mp_page' failed: "
+        "KeyboardInterrupt:"
+    )
+    assert is_interrupt(wrapped)
+    assert is_interrupt(duckdb.InterruptException("INTERRUPT Error: Interrupted!"))
+    assert not is_interrupt(duckdb.ConversionException("Conversion Error: bad value"))
+    assert not is_interrupt(ValueError("KeyboardInterrupt"))

@@ -39,6 +39,8 @@ Q = EngageQuery()
         "tëst",
         "a-b",
         "_mp.x",
+        "__mp_raw_people",  # the prefix of tables still being fetched
+        "__MP_anything",
     ],
 )
 def test_invalid_table_names(storage: StorageEngine, bad: str) -> None:
@@ -51,6 +53,20 @@ def test_invalid_table_names(storage: StorageEngine, bad: str) -> None:
     with pytest.raises(InvalidTableNameError):
         storage.drop(bad)
     assert storage.tables() == []
+
+
+def test_a_fetch_in_progress_is_not_listed(storage: StorageEngine) -> None:
+    """Rows of an unfinished fetch live in __mp_raw_<name>: not a table of the workspace yet."""
+    storage.prepare_fetch("people", query=Q, mode="create")
+    storage.record_plan("people", total_profiles=2, page_size=1, total_pages=2, session_id="s")
+    storage.write_pages("people", [storage.page_batch(0, [profile("a", n=1)])])
+    assert storage.tables() == []
+    assert not storage.exists("people")
+    storage.write_pages("people", [storage.page_batch(1, [profile("b", n=2)])])
+    storage.finalize("people", status="complete")
+    assert storage.tables() == ["people"]
+    leftovers = storage.sql("SELECT table_name FROM duckdb_tables() WHERE table_name LIKE '__mp%'")
+    assert leftovers.empty
 
 
 def test_longest_valid_name(storage: StorageEngine) -> None:
