@@ -34,7 +34,15 @@ from ..query import EngageQuery
 from ..types import FetchStatus, TableMetadata
 from .frames import arrow_to_pandas
 from .naming import LAST_SEEN_PROPERTY, property_order, quote_ident, validate_table_name
-from .pages import NULL_ONLY, PageBatch, body_of, stage_column, stage_property, transform_page
+from .pages import (
+    NULL_ONLY,
+    WIDE_PAGE,
+    PageBatch,
+    body_of,
+    stage_column,
+    stage_property,
+    transform_page,
+)
 from .schema import (
     STATS_COLUMNS,
     STATS_SCHEMA,
@@ -268,9 +276,15 @@ class _RawLayout:
     merged: dict[str, MergedStats]
     types: dict[str, str] = field(default_factory=dict)  # property → its column's SQL type
     group_key: str | None = None
+    wide: bool = False  # too many properties to type page by page (see `_wide`)
 
 
 _NO_STATS = MergedStats()
+
+
+def _wide(merged: dict[str, MergedStats]) -> bool:
+    """Too many properties to type page by page: the fetch is typed once, at finalize."""
+    return len(merged) > WIDE_PAGE
 
 _FETCH_COLUMNS = (
     "name, status, mode, query, parallel, run, finalized, total_profiles, page_size, total_pages, "
@@ -770,10 +784,12 @@ class StorageEngine:
         """
         raw = self._raw_table(stored)
         keys: list[str] = []
-        for batch in batches:
-            if batch.stats is not None:
-                keys += [k for k in batch.stats.column("key").to_pylist() if k not in keys]
-        keys = [k for k in keys if k != LAST_SEEN_PROPERTY]
+        layout.wide = _wide(merged)
+        if not layout.wide:  # a wide fetch stays JSON until finalize (see pages.WIDE_PAGE)
+            for batch in batches:
+                if batch.stats is not None:
+                    keys += [k for k in batch.stats.column("key").to_pylist() if k not in keys]
+            keys = [k for k in keys if k != LAST_SEEN_PROPERTY]
         ddl: list[str] = []
         types = dict(layout.types)
         if not layout.started:
@@ -809,6 +825,8 @@ class StorageEngine:
         """One columnar INSERT: each candidate column cast to its column's type (or re-read)."""
         exprs = []
         keys = [] if batch.stats is None else batch.stats.column("key").to_pylist()
+        if layout.wide:
+            keys = []
         for key in keys:
             found = batch.candidates.get(key)
             if key == LAST_SEEN_PROPERTY or found == NULL_ONLY:
@@ -964,6 +982,14 @@ class StorageEngine:
             conn, f"SELECT count(distinct_id) <> count(DISTINCT distinct_id) FROM {raw}"
         ):
             columns = infer_columns_from_stats(conn, self._stats_table(name), only=only)
+            if _wide(merged_stats(conn, self._stats_table(name))):
+                # Kept as JSON while fetching: read every property once, for the whole table.
+                src = f"(SELECT distinct_id, CAST(? AS VARCHAR) AS group_key, properties FROM {raw})"
+                sql, select_params = typed_select(
+                    columns, src=src, with_group_key=with_group_key, ordered=False
+                )
+                conn.execute(f"CREATE OR REPLACE TABLE {target} AS {sql}", [*select_params, group])
+                return {c.column: c.prop for c in columns}, False
             self._rename_into_place(name, columns, with_group_key=with_group_key)
             by_column = {c.column: c.prop for c in columns}
             order = self._columns_on(conn, name)

@@ -17,6 +17,7 @@ re-read from the properties JSON when a page disagrees) and appends; finalize co
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 from .naming import LAST_SEEN_PROPERTY, quote_ident
 from .schema import (
@@ -66,6 +68,9 @@ FROM unnest(CAST(json_extract(CAST(? AS VARCHAR), '$.results') AS JSON[])) WITH 
 
 _DATETIME_REGEX = f"^{DATETIME_PATTERN}$"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+WIDE_PAGE = 256
+"""Properties on one page above which the page is not typed here (see `_typed_page`)."""
 
 NULL_ONLY = "NULL"
 """The candidate of a property whose every value on the page is null: no column is sent for it."""
@@ -172,7 +177,9 @@ def transform_page(
     found = conn.execute("SELECT json_structure(?)", [body]).fetchall()[0][0]
     structure = _properties_structure(orjson.loads(found) if found else None)
     if structure is not None:
-        payload, candidates = _typed_page(conn, _SPLIT_BY_PATH, body, structure)
+        payload, candidates = _typed_page(
+            conn, _SPLIT_BY_PATH, body, structure, typed=len(structure) <= WIDE_PAGE
+        )
         if not payload.num_rows or payload.column("aligned")[0].as_py():
             payload = payload.drop_columns(["aligned"])
             return payload, _page_stats(conn, payload, structure, candidates), candidates
@@ -182,15 +189,27 @@ def transform_page(
     ).fetchall()[0][0]
     parsed = orjson.loads(text) if text else {}
     structure = parsed if isinstance(parsed, dict) else {}
-    payload, candidates = _typed_page(conn, _SPLIT_BY_ELEMENT, body, structure)
+    payload, candidates = _typed_page(
+        conn, _SPLIT_BY_ELEMENT, body, structure, typed=len(structure) <= WIDE_PAGE
+    )
     payload = payload.drop_columns(["aligned"])
     return payload, _page_stats(conn, payload, structure, candidates), candidates
 
 
 def _typed_page(
-    conn: duckdb.DuckDBPyConnection, split: str, body: str, structure: dict[str, Any]
+    conn: duckdb.DuckDBPyConnection,
+    split: str,
+    body: str,
+    structure: dict[str, Any],
+    *,
+    typed: bool = True,
 ) -> tuple[pa.Table, dict[str, str]]:
-    """Split the body and read every property as its page-level candidate type, in one query."""
+    """Split the body and read every property as its page-level candidate type, in one query.
+
+    With ``typed=False`` (hundreds of sparse properties) only the split is done: reading every
+    property of every row costs more per page than reading them once for the whole table, which
+    the writer then does at finalize (it keeps such a fetch as JSON until then).
+    """
     lowered: dict[str, int] = {}
     for key in structure:
         lowered[key.lower()] = lowered.get(key.lower(), 0) + 1
@@ -198,7 +217,9 @@ def _typed_page(
     # candidate here; the writer reads them from the properties JSON instead.
     unique = [key for key in structure if lowered[key.lower()] == 1]
     candidates = {
-        key: candidate_type(structure[key]) for key in unique if key != LAST_SEEN_PROPERTY
+        key: candidate_type(structure[key])
+        for key in (unique if typed else [])
+        if key != LAST_SEEN_PROPERTY
     }
     transform: dict[str, Any] = {
         key: _transform_entry(t) for key, t in candidates.items() if t != NULL_ONLY
@@ -254,13 +275,14 @@ def _page_stats(
     """
     flags: dict[str, bool] = {}
     confirm: list[str] = []
+    from_json: list[tuple[str, Any]] = []
     for key, kind in structure.items():
         wide = kind in ("UBIGINT", "HUGEINT")
         wide_list = isinstance(kind, list) and bool(kind) and kind[0] in ("UBIGINT", "HUGEINT")
         if (kind != "VARCHAR" and not wide and not wide_list) or key == LAST_SEEN_PROPERTY:
             continue  # ($last_seen is read into last_seen whatever the other values are)
-        if key not in candidates:  # a case-colliding name: read the values from the JSON
-            flags[key] = _json_flag(conn, payload, key, kind)
+        if key not in candidates:  # a case-colliding name, or a page left untyped
+            from_json.append((key, kind))
             continue
         values = payload.column(stage_column(key))
         if kind == "VARCHAR":
@@ -288,6 +310,8 @@ def _page_stats(
         finally:
             conn.unregister("__mp_payload")
         flags.update({key: bool(row[i]) for i, key in enumerate(confirm)})
+    if from_json:
+        flags.update(_json_flags(conn, payload, from_json))
     columns: dict[str, list[Any]] = {name: [] for name in STATS_SCHEMA.names}
     for key, kind in structure.items():
         types, el_types = structure_types(kind)
@@ -301,28 +325,99 @@ def _page_stats(
     return pa.table(columns, schema=STATS_SCHEMA)
 
 
-def _json_flag(conn: duckdb.DuckDBPyConnection, payload: pa.Table, key: str, kind: Any) -> bool:
-    """The datetime/fits fact for a property without a candidate column, read from the JSON."""
-    value = f"json_extract_string(properties, '{_sql_text(json_pointer(key))}')"
-    if kind == "VARCHAR":
-        test = (
-            f"regexp_full_match({value}, '{DATETIME_PATTERN}') "
-            f"AND TRY_CAST({value} AS TIMESTAMP) IS NOT NULL"
-        )
-    elif isinstance(kind, list):
-        test = f"TRY_CAST(CAST({value} AS JSON) AS BIGINT[]) IS NOT NULL"
-    else:
-        test = f"TRY_CAST({value} AS BIGINT) IS NOT NULL"
+def _json_flags(
+    conn: duckdb.DuckDBPyConnection, payload: pa.Table, items: list[tuple[str, Any]]
+) -> dict[str, bool]:
+    """The datetime/fits facts of properties without a candidate column, read from the JSON.
+
+    Arrow's JSON reader reads them all in one pass, finding each row's keys by hash (a page can
+    hold hundreds of sparse properties); should it refuse the page (an integer beyond 64 bits),
+    one DuckDB query with every pointer does.
+    """
+    try:
+        return _arrow_flags(conn, payload, items)
+    except pa.ArrowException:
+        pass
+    tests = []
+    for i, (_, kind) in enumerate(items):
+        v = f"v[{i + 1}]"
+        if kind == "VARCHAR":
+            test = (
+                f"regexp_full_match({v}, '{DATETIME_PATTERN}') "
+                f"AND TRY_CAST({v} AS TIMESTAMP) IS NOT NULL"
+            )
+        elif isinstance(kind, list):
+            test = f"TRY_CAST(CAST({v} AS JSON) AS BIGINT[]) IS NOT NULL"
+        else:
+            test = f"TRY_CAST({v} AS BIGINT) IS NOT NULL"
+        tests.append(f"coalesce(bool_and({test}) FILTER (WHERE {v} IS NOT NULL), true)")
     conn.register("__mp_payload", payload)
     try:
         row = conn.execute(
-            f"SELECT coalesce(bool_and({test}) FILTER (WHERE {value} IS NOT NULL), true) "
-            "FROM __mp_payload"
+            f"SELECT {', '.join(tests)} FROM "
+            "(SELECT json_extract_string(properties, ?) AS v FROM __mp_payload)",
+            [[json_pointer(key) for key, _ in items]],
         ).fetchall()[0]
     finally:
         conn.unregister("__mp_payload")
-    return bool(row[0])
+    return {key: bool(row[i]) for i, (key, _) in enumerate(items)}
 
 
-def _sql_text(text: str) -> str:
-    return text.replace("'", "''")
+_ARROW_INTS = {"UBIGINT": pa.uint64(), "HUGEINT": pa.int64()}
+
+
+def _arrow_type(kind: Any) -> pa.DataType:
+    if kind == "VARCHAR":
+        return pa.string()
+    if isinstance(kind, list):
+        return pa.list_(_ARROW_INTS[kind[0]])
+    return _ARROW_INTS[kind]
+
+
+def _arrow_flags(
+    conn: duckdb.DuckDBPyConnection, payload: pa.Table, items: list[tuple[str, Any]]
+) -> dict[str, bool]:
+    """`_json_flags` by Arrow: datetimes by pattern (then DuckDB's cast), integers by range."""
+    lines = "\n".join(payload.column("properties").to_pylist()).encode()
+    table = pa_json.read_json(
+        io.BytesIO(lines),
+        read_options=pa_json.ReadOptions(use_threads=False, block_size=len(lines) + 1),
+        parse_options=pa_json.ParseOptions(
+            explicit_schema=pa.schema([pa.field(k, _arrow_type(kind)) for k, kind in items]),
+            unexpected_field_behavior="ignore",
+        ),
+    )
+    flags: dict[str, bool] = {}
+    confirm: list[str] = []
+    for key, kind in items:
+        values = table.column(key)
+        if kind == "VARCHAR":
+            looks = _all(pc.equal(pc.utf8_length(values), 19)) and _all(
+                pc.match_substring_regex(values, _DATETIME_REGEX)
+            )
+            flags[key] = looks
+            if looks and values.null_count < len(values):
+                confirm.append(key)
+            continue
+        if isinstance(kind, list):
+            values = pc.list_flatten(values)
+        high = pc.max(values).as_py()
+        flags[key] = high is None or high <= _INT64_MAX  # int64 values (HUGEINT) parsed: they fit
+    if confirm:
+        # (positional names: DuckDB's are case-insensitive, property names are not)
+        picked = table.select(confirm).rename_columns([f"c{i}" for i in range(len(confirm))])
+        conn.register("__mp_strings", picked)
+        try:
+            row = conn.execute(
+                "SELECT "
+                + ", ".join(
+                    f"coalesce(bool_and(TRY_CAST(c{i} AS TIMESTAMP) IS NOT NULL) "
+                    f"FILTER (WHERE c{i} IS NOT NULL), true)"
+                    for i in range(len(confirm))
+                )
+                + " FROM __mp_strings"
+            ).fetchall()[0]
+        finally:
+            conn.unregister("__mp_strings")
+        flags.update({key: bool(row[i]) for i, key in enumerate(confirm)})
+    return flags

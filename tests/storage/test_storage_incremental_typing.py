@@ -82,14 +82,24 @@ def _value(kind: str, rng: random.Random) -> Any:
     raise AssertionError(kind)
 
 
-def _pages(seed: int, pages: int = 6, per_page: int = 40) -> list[list[dict[str, Any]]]:
+# Hundreds of sparse properties: such fetches stay JSON while fetching and are typed at finalize.
+_WIDE_PLANS: dict[str, list[str | None]] = {
+    f"s{i:03}": [["int", "str", "ts", "double", "big", "lint"][i % 6], ["int", "ts", "str"][i % 3]]
+    for i in range(300)
+}
+
+
+def _pages(
+    seed: int, pages: int = 6, per_page: int = 40, wide: bool = False
+) -> list[list[dict[str, Any]]]:
     rng = random.Random(seed)
+    plans = {**_PLANS, **_WIDE_PLANS} if wide else _PLANS
     out = []
     for page in range(pages):
         rows = []
         for i in range(per_page):
             props: dict[str, Any] = {}
-            for prop, plan in _PLANS.items():
+            for prop, plan in plans.items():
                 kind = plan[page % len(plan)]
                 if kind is not None and rng.random() < 0.8:  # sparse: some profiles lack it
                     props[prop] = _value(kind, rng)
@@ -121,10 +131,14 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(
+    ("seed", "wide"), [(1, False), (2, False), (3, False), (4, True), (5, True)]
+)
 @pytest.mark.parametrize("order", ["in order", "shuffled"])
-def test_page_by_page_equals_one_pass(storage: StorageEngine, seed: int, order: str) -> None:
-    pages = _pages(seed)
+def test_page_by_page_equals_one_pass(
+    storage: StorageEngine, seed: int, wide: bool, order: str
+) -> None:
+    pages = _pages(seed, wide=wide)
     indices = list(range(len(pages)))
     if order == "shuffled":  # parallel fetches write pages in any order
         random.Random(seed).shuffle(indices)
