@@ -213,7 +213,7 @@ def bench_local() -> dict[str, Any]:
 
 
 _MEMORY_CHILD = """
-import resource, sys
+import sys
 sys.path.insert(0, {root!r})
 from mp_magic import Workspace
 ws = Workspace({path!r}, api_url={url!r}, username={user!r}, secret={secret!r}, project_id={project},
@@ -221,7 +221,9 @@ ws = Workspace({path!r}, api_url={url!r}, username={user!r}, secret={secret!r}, 
 r = ws.fetch_profiles("p", parallel=True, progress=False)
 assert r.total_rows == {profiles}, r
 ws.close()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM is this process image's own peak; ru_maxrss would carry over the parent's peak (Linux
+# keeps it across fork and exec), which made every run report the benchmark runner's size.
+print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 """
 
 
