@@ -23,6 +23,17 @@ def _iso(value: datetime) -> str:
 
 
 @dataclass(frozen=True)
+class PageHead:
+    """What an Engage page says about itself; its profiles stay in the body, unparsed."""
+
+    page: int
+    count: int  # profiles on the page
+    total: int | None  # profiles the query selects (page 0 says; later pages may not)
+    page_size: int
+    session_id: str | None
+
+
+@dataclass(frozen=True)
 class FetchPlan:
     """What page 0 told us: sent to progress reporters before the remaining pages start."""
 

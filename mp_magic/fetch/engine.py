@@ -49,6 +49,7 @@ from ..types import (
     FetchPlan,
     FetchResult,
     FetchStatus,
+    PageHead,
     ParallelProfileFetchResult,
     ProfileBatchProgress,
     ProgressReporter,
@@ -188,6 +189,7 @@ class FetchEngine:
         self._query = options.query
         # --no-wait: set when the hourly budget would pause the fetch
         self._budget_stop = threading.Event()
+        self._carry: _Fetched | None = None  # page 0, fetched but not yet written
 
     # -- the whole fetch -----------------------------------------------------------------------
 
@@ -256,12 +258,10 @@ class FetchEngine:
 
     def _fetch_first_page(self) -> bool:
         """Fetch page 0 of a new session: it carries total, page_size and session_id."""
-        response, body = self._request(0, session_id=None)
-        total = response.get("total")
-        results = response["results"]
-        self._page_size = int(response.get("page_size") or 1000)
-        self._session_id = response.get("session_id")
-        total_profiles = int(total) if total is not None else len(results)
+        head, body = self._request(0, session_id=None)
+        self._page_size = head.page_size
+        self._session_id = head.session_id
+        total_profiles = head.total if head.total is not None else head.count
         pages = max(1, math.ceil(total_profiles / self._page_size)) if total_profiles else 1
         tally = self._tally
         tally.total_pages = pages
@@ -274,8 +274,14 @@ class FetchEngine:
             session_id=self._session_id,
             session=self._session_no,
         )
+        if self._opts.parallel and pages > 1:
+            # The other pages are asked for at once; page 0 is typed while they are in flight
+            # and written first (see _run_threaded).
+            self._carry = _Fetched(0, self._session_no, body)
+            self._announce(list(range(1, pages)))
+            return True
         batch = self._storage.page_batch(0, body=body, session=self._session_no)
-        del response, results, body
+        del body
         self._storage.write_pages(self._opts.name, [batch])
         self._announce(list(range(1, pages)))
         self._apply(_PageDone(0, batch.rows))
@@ -355,8 +361,8 @@ class FetchEngine:
             pending = sorted(expired)
 
     def _renew_session(self) -> None:
-        response, body = self._request(0, session_id=None)
-        self._session_id = response.get("session_id")
+        head, body = self._request(0, session_id=None)
+        self._session_id = head.session_id
         batch = self._storage.page_batch(0, body=body, session=self._session_no)
         self._storage.write_pages(self._opts.name, [batch])
         self._storage.record_plan(
@@ -408,6 +414,10 @@ class FetchEngine:
         opts = self._opts
         write_queue: queue.Queue[PageBatch | None] = queue.Queue(maxsize=opts.workers * 2)
         in_transform = threading.BoundedSemaphore(opts.workers * 2)
+        carry, self._carry = self._carry, None
+        carry_queued = threading.Event()  # page 0 goes to the writer before any other page
+        if carry is None:
+            carry_queued.set()
         expired: list[int] = []
         expired_lock = threading.Lock()
         session_gone = threading.Event()
@@ -424,6 +434,7 @@ class FetchEngine:
                 return
             finally:
                 in_transform.release()
+            carry_queued.wait()
             self._put(write_queue, batch, writer)  # even when cancelled: fetched pages are kept
 
         def work(page: int) -> None:
@@ -459,6 +470,9 @@ class FetchEngine:
         pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="mp_magic-page")
         try:
             futures = [pool.submit(work, page) for page in pages]
+            if carry is not None:  # typed here while the first pages are in flight
+                self._put(write_queue, self._transform(carry), writer)
+                carry_queued.set()
             while not all(f.done() for f in futures):
                 self._drain(timeout=0.05)
             pool.shutdown(wait=True)
@@ -471,6 +485,7 @@ class FetchEngine:
             self._drain()
         except BaseException:
             opts.cancel.set()
+            carry_queued.set()
             pool.shutdown(wait=True, cancel_futures=True)  # in-flight pages finish and are queued
             transformer.shutdown(wait=True)  # every fetched page is transformed and queued
             self._put(write_queue, None, writer)
@@ -538,7 +553,7 @@ class FetchEngine:
         while True:
             session = self._session_no
             try:
-                response, body = self._request(page, session_id=self._session_id)
+                head, body = self._request(page, session_id=self._session_id)
             except SessionExpiredError:
                 raise _SessionExpired() from None
             except AuthenticationError:
@@ -551,19 +566,14 @@ class FetchEngine:
             except APIError as exc:
                 self._fail(page, exc)
                 return None
-            results = response["results"]
-            if (
-                not last_page
-                and len(results) < self._page_size
-                and short_tries < SHORT_PAGE_RETRIES
-            ):
+            if not last_page and head.count < self._page_size and short_tries < SHORT_PAGE_RETRIES:
                 short_tries += 1  # mid-stream short page: the server glitched, ask again
                 continue
-            if not last_page and len(results) < self._page_size:
+            if not last_page and head.count < self._page_size:
                 self._fail(
                     page,
                     APIError(
-                        f"page {page} came back short ({len(results)} rows) "
+                        f"page {page} came back short ({head.count} rows) "
                         f"{SHORT_PAGE_RETRIES + 1} times",
                         page=page,
                     ),
@@ -577,7 +587,7 @@ class FetchEngine:
             fetched.page_index, body=fetched.body, session=fetched.session
         )
 
-    def _request(self, page: int, *, session_id: str | None) -> tuple[dict[str, Any], bytes]:
+    def _request(self, page: int, *, session_id: str | None) -> tuple[PageHead, bytes]:
         return self._client.query_engage_page_with_body(
             page,
             session_id=session_id,
