@@ -274,7 +274,7 @@ def _page_stats(
     pass the datetime pattern are confirmed by DuckDB's own cast, the one finalize will use.
     """
     flags: dict[str, bool] = {}
-    confirm: list[str] = []
+    confirm: dict[str, pa.ChunkedArray] = {}
     from_json: list[tuple[str, Any]] = []
     for key, kind in structure.items():
         wide = kind in ("UBIGINT", "HUGEINT")
@@ -286,30 +286,16 @@ def _page_stats(
             continue
         values = payload.column(stage_column(key))
         if kind == "VARCHAR":
-            looks = _all(pc.equal(pc.utf8_length(values), 19)) and _all(
-                pc.match_substring_regex(values, _DATETIME_REGEX)
-            )
-            flags[key] = looks
-            if looks and values.null_count < len(values):
-                confirm.append(key)
+            flags[key] = _look_like_datetimes(values)
+            if flags[key]:
+                confirm[key] = values
         else:
             if wide_list:
                 values = pc.list_flatten(values)
             bounds = pc.min_max(values).as_py()
             low, high = bounds["min"], bounds["max"]
             flags[key] = low is None or (low >= _INT64_MIN and high <= _INT64_MAX)
-    if confirm:
-        tests = ", ".join(
-            f"coalesce(bool_and(TRY_CAST({quote_ident(stage_column(k))} AS TIMESTAMP) IS NOT NULL) "
-            f"FILTER (WHERE {quote_ident(stage_column(k))} IS NOT NULL), true)"
-            for k in confirm
-        )
-        conn.register("__mp_payload", payload)
-        try:
-            row = conn.execute(f"SELECT {tests} FROM __mp_payload").fetchall()[0]
-        finally:
-            conn.unregister("__mp_payload")
-        flags.update({key: bool(row[i]) for i, key in enumerate(confirm)})
+    flags.update(_confirm_datetimes(conn, confirm))
     if from_json:
         flags.update(_json_flags(conn, payload, from_json))
     columns: dict[str, list[Any]] = {name: [] for name in STATS_SCHEMA.names}
@@ -388,36 +374,49 @@ def _arrow_flags(
         ),
     )
     flags: dict[str, bool] = {}
-    confirm: list[str] = []
+    confirm: dict[str, pa.ChunkedArray] = {}
     for key, kind in items:
         values = table.column(key)
         if kind == "VARCHAR":
-            looks = _all(pc.equal(pc.utf8_length(values), 19)) and _all(
-                pc.match_substring_regex(values, _DATETIME_REGEX)
-            )
-            flags[key] = looks
-            if looks and values.null_count < len(values):
-                confirm.append(key)
+            flags[key] = _look_like_datetimes(values)
+            if flags[key]:
+                confirm[key] = values
             continue
         if isinstance(kind, list):
             values = pc.list_flatten(values)
         high = pc.max(values).as_py()
         flags[key] = high is None or high <= _INT64_MAX  # int64 values (HUGEINT) parsed: they fit
-    if confirm:
-        # (positional names: DuckDB's are case-insensitive, property names are not)
-        picked = table.select(confirm).rename_columns([f"c{i}" for i in range(len(confirm))])
-        conn.register("__mp_strings", picked)
-        try:
-            row = conn.execute(
-                "SELECT "
-                + ", ".join(
-                    f"coalesce(bool_and(TRY_CAST(c{i} AS TIMESTAMP) IS NOT NULL) "
-                    f"FILTER (WHERE c{i} IS NOT NULL), true)"
-                    for i in range(len(confirm))
-                )
-                + " FROM __mp_strings"
-            ).fetchall()[0]
-        finally:
-            conn.unregister("__mp_strings")
-        flags.update({key: bool(row[i]) for i, key in enumerate(confirm)})
+    flags.update(_confirm_datetimes(conn, confirm))
     return flags
+
+
+def _look_like_datetimes(values: pa.ChunkedArray) -> bool:
+    """Every non-null string is shaped ``YYYY-MM-DDTHH:MM:SS`` (Arrow compute, no query)."""
+    return _all(pc.equal(pc.utf8_length(values), 19)) and _all(
+        pc.match_substring_regex(values, _DATETIME_REGEX)
+    )
+
+
+def _confirm_datetimes(
+    conn: duckdb.DuckDBPyConnection, candidates: dict[str, pa.ChunkedArray]
+) -> dict[str, bool]:
+    """DuckDB's own cast, the one the column will get, has the last word on the shaped ones."""
+    present = {key: values for key, values in candidates.items() if values.null_count < len(values)}
+    if not present:
+        return {}
+    # (positional names: DuckDB's are case-insensitive, property names are not)
+    table = pa.table({f"c{i}": values for i, values in enumerate(present.values())})
+    conn.register("__mp_strings", table)
+    try:
+        row = conn.execute(
+            "SELECT "
+            + ", ".join(
+                f"coalesce(bool_and(TRY_CAST(c{i} AS TIMESTAMP) IS NOT NULL) "
+                f"FILTER (WHERE c{i} IS NOT NULL), true)"
+                for i in range(len(present))
+            )
+            + " FROM __mp_strings"
+        ).fetchall()[0]
+    finally:
+        conn.unregister("__mp_strings")
+    return {key: bool(row[i]) for i, key in enumerate(present)}
