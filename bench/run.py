@@ -293,10 +293,10 @@ def bench_typing() -> dict[str, Any]:
         )
         start = time.perf_counter()
         first, body = client.query_engage_page_with_body(0)
-        pages = math.ceil(first["total"] / first["page_size"])
+        pages = math.ceil((first.total or 0) / first.page_size)
         for page in range(pages):
             if page:
-                _, body = client.query_engage_page_with_body(page, session_id=first["session_id"])
+                _, body = client.query_engage_page_with_body(page, session_id=first.session_id)
             con.execute(split, [body.decode()])
         raw_s = time.perf_counter() - start
         raw_rows = con.execute("SELECT count(*) FROM raw").fetchall()[0][0]
