@@ -172,6 +172,16 @@ def _scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None 
     return None if row is None else row[0]
 
 
+def _unregister(conn: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop a registered Arrow view without masking the error that is being raised.
+
+    After an interrupt inside a transaction DuckDB refuses any statement ("transaction is
+    aborted"), unregister included; the rollback that follows drops the view anyway.
+    """
+    with suppress(duckdb.Error):
+        conn.unregister(name)
+
+
 def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -692,7 +702,7 @@ class StorageEngine:
                                 f"INSERT INTO {self._stats_table(stored)} SELECT * FROM __mp_stats"
                             )
                         finally:
-                            conn.unregister("__mp_stats")
+                            _unregister(conn, "__mp_stats")
                     for batch in batches:
                         self._write_no += 1
                         self._append_rows(conn, raw, layout, batch, self._write_no)
@@ -850,7 +860,7 @@ class StorageEngine:
                 [write_no, batch.page_index, batch.session, layout.group_key],
             )
         finally:
-            conn.unregister("__mp_page")
+            _unregister(conn, "__mp_page")
 
     def record_failed_page(self, name: str, page_index: int, error: str) -> None:
         """Mark a page failed (unless it was written meanwhile), so retry fetches just that page."""

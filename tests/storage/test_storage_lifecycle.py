@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import duckdb
+import pyarrow as pa
 import pytest
 from storage_support import profile, run_fetch
 
@@ -21,6 +24,7 @@ from mp_magic.exceptions import (
 )
 from mp_magic.query import EngageQuery
 from mp_magic.storage import StorageEngine
+from mp_magic.storage.pages import stage_column
 
 ROOT = Path(__file__).resolve().parents[2]
 Q = EngageQuery()
@@ -408,3 +412,32 @@ def test_page_batch_runs_on_worker_threads(storage: StorageEngine) -> None:
 
 def test_env_independent_of_cwd() -> None:
     assert os.path.isdir(ROOT / "mp_magic" / "storage")
+
+
+def test_a_failing_append_reports_its_own_error(storage: StorageEngine) -> None:
+    """An error inside the append transaction surfaces as itself, not as 'transaction aborted'.
+
+    (A Ctrl-C in the middle of an append once came back as DuckDB's "Current transaction is
+    aborted", raised by the clean-up after it, so the fetch did not see an interrupt.)
+    """
+    storage.prepare_fetch("people", query=Q, mode="create")
+    storage.record_plan("people", total_profiles=2, page_size=1, total_pages=2, session_id="s")
+    storage.write_pages(
+        "people", [storage.page_batch(0, [profile("a", when="2024-01-01T00:00:00")])]
+    )
+    good = storage.page_batch(1, [profile("b", when="2024-01-02T00:00:00")])
+    column = stage_column("when")
+    # The page claims its "when" values are datetimes; one is not, so the cast fails mid-append.
+    bad = dataclasses.replace(
+        good,
+        payload=good.payload.set_column(
+            good.payload.schema.get_field_index(column), column, pa.array(["not a date"])
+        ),
+    )
+    with pytest.raises(duckdb.ConversionException):
+        storage.write_pages("people", [bad])
+    storage.write_pages(
+        "people", [good]
+    )  # the engine is still usable, the failed page left nothing
+    storage.finalize("people", status="complete")
+    assert storage.table("people")["distinct_id"].tolist() == ["a", "b"]
