@@ -336,3 +336,17 @@ def test_integer_types_across_pages_signs_and_sizes(storage: StorageEngine) -> N
     values = _by_id(storage, "ints")
     assert values["b"]["delta"] == -7 and values["c"]["delta"] == 2**40
     assert orjson.loads(values["b"]["big"]) == 2**64 - 1
+
+
+def test_a_property_named_like_another_ones_raw_column(storage: StorageEngine) -> None:
+    """While fetching, a property's column is named p_<hex of its name>; a property literally
+    called that must still get its own column, and the other property its own, at finalize."""
+    hex_name = "p_" + b"email".hex()
+    pages = [[profile("a", email="a@x.io", **{hex_name: 1})], [profile("b", email="b@x.io")]]
+    run_fetch(storage, "clash", pages)
+    frame = storage.table("clash").set_index("distinct_id")
+    assert frame.loc["a", "email"] == "a@x.io"
+    assert frame.loc["a", hex_name] == 1
+    assert frame.loc["b", "email"] == "b@x.io"
+    assert pd.isna(frame.loc["b", hex_name])
+    assert storage.metadata("clash").column_map == {hex_name: hex_name, "email": "email"}
