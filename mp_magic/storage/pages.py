@@ -1,7 +1,7 @@
 """The worker side of the write path: one Engage page body → a typed columnar batch.
 
-This runs on fetch threads while other pages are in flight, so it does all the per-value work that
-can be done before the whole fetch is seen, inside DuckDB (which releases the GIL):
+This runs on transform threads while other pages are in flight, so it does all the per-value work
+that can be done before the whole fetch is seen, inside DuckDB and Arrow (which release the GIL):
 
 1. ``json_structure`` of the body: every property's JSON type on this page, one parse.
 2. The profiles split out of the body by JSON path (``distinct_id`` and the ``$properties`` text).
@@ -9,10 +9,13 @@ can be done before the whole fetch is seen, inside DuckDB (which releases the GI
    page alone says (strings VARCHAR, integers BIGINT or HUGEINT, objects and mixed values JSON, ...),
    plus ``last_seen``.
 4. The facts the structure cannot tell (is every string a Mixpanel datetime, does every integer fit
-   a BIGINT) from the typed candidates, which gives the page's statistics (``STATS_COLUMNS`` rows).
+   a BIGINT) from the typed candidates with Arrow compute, which gives the page's statistics
+   (``STATS_COLUMNS`` rows).
 
 The single writer then only merges statistics, casts candidates to the fetch-wide type (cheap, or
-re-read from the properties JSON when a page disagrees) and appends; finalize copies columns.
+re-read from the properties JSON when a page disagrees) and appends; finalize renames the table.
+A page with more than `WIDE_PAGE` properties is only split (step 2): per-column costs make typing
+it page by page dearer than typing the whole fetch once at finalize.
 """
 
 from __future__ import annotations
