@@ -48,10 +48,10 @@ from .schema import (
     STATS_SCHEMA,
     MergedStats,
     PropertyColumn,
+    columns_for,
     convert,
     from_properties,
     infer_columns,
-    infer_columns_from_stats,
     merged_stats,
     typed_select,
 )
@@ -286,7 +286,6 @@ class _RawLayout:
     merged: dict[str, MergedStats]
     types: dict[str, str] = field(default_factory=dict)  # property → its column's SQL type
     group_key: str | None = None
-    wide: bool = False  # too many properties to type page by page (see `_wide`)
 
 
 _NO_STATS = MergedStats()
@@ -295,6 +294,7 @@ _NO_STATS = MergedStats()
 def _wide(merged: dict[str, MergedStats]) -> bool:
     """Too many properties to type page by page: the fetch is typed once, at finalize."""
     return len(merged) > WIDE_PAGE
+
 
 _FETCH_COLUMNS = (
     "name, status, mode, query, parallel, run, finalized, total_profiles, page_size, total_pages, "
@@ -691,7 +691,7 @@ class StorageEngine:
                         if known is None or not known.covers(row):
                             fresh.append(row)
                             merged[row["key"]] = (known or _NO_STATS).merged(row)
-                self._adapt_columns(stored, layout, batches, merged)
+                typed = self._adapt_columns(stored, layout, batches, merged)
                 with self._transaction() as conn:
                     if fresh:
                         conn.register(
@@ -705,7 +705,7 @@ class StorageEngine:
                             _unregister(conn, "__mp_stats")
                     for batch in batches:
                         self._write_no += 1
-                        self._append_rows(conn, raw, layout, batch, self._write_no)
+                        self._append_rows(conn, raw, layout, batch, self._write_no, typed=typed)
                         written += batch.rows
                     indices = [b.page_index for b in batches]
                     conn.execute(
@@ -785,17 +785,18 @@ class StorageEngine:
         layout: _RawLayout,
         batches: Sequence[PageBatch],
         merged: dict[str, MergedStats],
-    ) -> None:
+    ) -> bool:
         """Give every property of ``batches`` a column of the type ``merged`` decides.
 
         The first page written adds its properties' columns in the naming rule's order and then
         ``properties``; later pages add theirs after it. A column whose type changes (a string
-        where numbers were) is converted for the rows already written.
+        where numbers were) is converted for the rows already written. Returns whether the rows
+        get typed columns: a wide fetch stays JSON until finalize (see pages.WIDE_PAGE).
         """
         raw = self._raw_table(stored)
         keys: list[str] = []
-        layout.wide = _wide(merged)
-        if not layout.wide:  # a wide fetch stays JSON until finalize (see pages.WIDE_PAGE)
+        typed = not _wide(merged)
+        if typed:
             for batch in batches:
                 if batch.stats is not None:
                     keys += [k for k in batch.stats.column("key").to_pylist() if k not in keys]
@@ -823,6 +824,7 @@ class StorageEngine:
                     conn.execute(statement)
         layout.types = types
         layout.started = True
+        return typed
 
     @staticmethod
     def _append_rows(
@@ -831,12 +833,12 @@ class StorageEngine:
         layout: _RawLayout,
         batch: PageBatch,
         write_no: int,
+        *,
+        typed: bool,
     ) -> None:
         """One columnar INSERT: each candidate column cast to its column's type (or re-read)."""
         exprs = []
-        keys = [] if batch.stats is None else batch.stats.column("key").to_pylist()
-        if layout.wide:
-            keys = []
+        keys = [] if batch.stats is None or not typed else batch.stats.column("key").to_pylist()
         for key in keys:
             found = batch.candidates.get(key)
             if key == LAST_SEEN_PROPERTY or found == NULL_ONLY:
@@ -965,8 +967,10 @@ class StorageEngine:
         conn = self._conn
         target = self._user_table(name)
         raw = self._raw_table(name)
-        if "properties" not in self._raw_columns(name):  # no page was written
+        raw_columns = self._raw_columns(name)
+        if "properties" not in raw_columns:  # no page was written
             conn.execute(f"ALTER TABLE {raw} ADD COLUMN properties JSON")
+            raw_columns["properties"] = "JSON"
         group = fetch.query.group_id
         parts = []
         params: list[Any] = []
@@ -991,16 +995,19 @@ class StorageEngine:
         if not include_base and not _scalar(
             conn, f"SELECT count(distinct_id) <> count(DISTINCT distinct_id) FROM {raw}"
         ):
-            columns = infer_columns_from_stats(conn, self._stats_table(name), only=only)
-            if _wide(merged_stats(conn, self._stats_table(name))):
+            merged = merged_stats(conn, self._stats_table(name))
+            columns = columns_for(merged, only=only)
+            if _wide(merged):
                 # Kept as JSON while fetching: read every property once, for the whole table.
-                src = f"(SELECT distinct_id, CAST(? AS VARCHAR) AS group_key, properties FROM {raw})"
+                src = (
+                    f"(SELECT distinct_id, CAST(? AS VARCHAR) AS group_key, properties FROM {raw})"
+                )
                 sql, select_params = typed_select(
                     columns, src=src, with_group_key=with_group_key, ordered=False
                 )
                 conn.execute(f"CREATE OR REPLACE TABLE {target} AS {sql}", [*select_params, group])
                 return {c.column: c.prop for c in columns}, False
-            self._rename_into_place(name, columns, with_group_key=with_group_key)
+            self._rename_into_place(name, columns, raw_columns, with_group_key=with_group_key)
             by_column = {c.column: c.prop for c in columns}
             order = self._columns_on(conn, name)
             return {col: by_column[col] for col in order if col in by_column}, True
@@ -1016,7 +1023,7 @@ class StorageEngine:
             if include_base:  # the existing rows have no page statistics: read their values
                 columns = infer_columns(conn, "temp.main.__mp_src", only=only)
             else:
-                columns = infer_columns_from_stats(conn, self._stats_table(name), only=only)
+                columns = columns_for(merged_stats(conn, self._stats_table(name)), only=only)
             sql, select_params = typed_select(
                 columns, src="temp.main.__mp_src", with_group_key=with_group_key
             )
@@ -1029,7 +1036,12 @@ class StorageEngine:
         return {c.column: c.prop for c in columns}, False
 
     def _rename_into_place(
-        self, name: str, columns: list[PropertyColumn], *, with_group_key: bool
+        self,
+        name: str,
+        columns: list[PropertyColumn],
+        raw_columns: dict[str, str],
+        *,
+        with_group_key: bool,
     ) -> None:
         """Turn the raw table into the typed table ``name`` with DDL only (no row is copied).
 
@@ -1040,7 +1052,7 @@ class StorageEngine:
         """
         conn = self._conn
         raw = self._raw_table(name)
-        physical = list(self._raw_columns(name).items())
+        physical = list(raw_columns.items())
         wanted = {c.prop: c for c in columns}
         drop = [*_RAW_BOOKKEEPING] + ([] if with_group_key else ["group_key"])
         drop += [

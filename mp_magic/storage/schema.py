@@ -163,37 +163,39 @@ def infer_columns(
 ) -> list[PropertyColumn]:
     """Infer one typed column per top-level property in ``src`` (a table with ``properties JSON``).
 
-    ``only`` narrows to the properties a query asked for (output_properties); properties that do
-    not occur get no column.
+    Reads every value (the append and rebuild paths, whose existing rows have no page
+    statistics). ``only`` narrows to the properties a query asked for (output_properties);
+    properties that do not occur get no column.
     """
     key_rows: list[Any] = conn.execute(_KEY_STATS.replace("{src}", src)).fetchall()
     element_rows: list[Any] = conn.execute(_ELEMENT_STATS.replace("{src}", src)).fetchall()
-    elements = {row[0]: (set(row[1]), bool(row[2])) for row in element_rows}
-    return _decide_columns(key_rows, elements, only)
-
-
-def infer_columns_from_stats(
-    conn: duckdb.DuckDBPyConnection, stats: str, *, only: set[str] | None = None
-) -> list[PropertyColumn]:
-    """Like `infer_columns`, from per-page statistics (``PAGE_STATS_SQL`` rows) in table ``stats``."""
-    rows: list[Any] = conn.execute(_MERGED_STATS.replace("{stats}", stats)).fetchall()
-    key_rows = [(r[0], r[1], r[2], r[3]) for r in rows]
-    elements = {r[0]: (set(r[4] or ()), bool(r[5])) for r in rows if r[6]}
-    return _decide_columns(key_rows, elements, only)
-
-
-def _decide_columns(
-    key_rows: list[Any], elements: dict[str, tuple[set[str], bool]], only: set[str] | None
-) -> list[PropertyColumn]:
-    stats = {
-        row[0]: (set(row[1]), bool(row[2]), bool(row[3]))
+    elements = {row[0]: (frozenset(row[1]), bool(row[2])) for row in element_rows}
+    merged = {
+        str(row[0]): MergedStats(
+            frozenset(row[1]),
+            bool(row[2]),
+            bool(row[3]),
+            elements.get(row[0], (frozenset(), True))[0],
+            elements.get(row[0], (frozenset(), True))[1],
+            row[0] in elements,
+        )
         for row in key_rows
-        if row[0] != LAST_SEEN_PROPERTY and (only is None or row[0] in only)
     }
-    names = assign_columns(stats)
+    return columns_for(merged, only=only)
+
+
+def columns_for(
+    merged: dict[str, MergedStats], *, only: set[str] | None = None
+) -> list[PropertyColumn]:
+    """The typed columns for properties' merged statistics, named by the naming rule."""
+    wanted = {
+        prop: stats
+        for prop, stats in merged.items()
+        if prop != LAST_SEEN_PROPERTY and (only is None or prop in only)
+    }
+    names = assign_columns(wanted)
     return [
-        PropertyColumn(prop, column, decide_type(*stats[prop], elements.get(prop)))
-        for prop, column in names.items()
+        PropertyColumn(prop, column, wanted[prop].column_type()) for prop, column in names.items()
     ]
 
 
