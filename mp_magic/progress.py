@@ -214,13 +214,19 @@ class _Tracker:
         parts.append(plural(self.rows, 'row'))
         if self.pages_failed:
             parts.append(f"{self.pages_failed} failed")
+        return " · ".join(parts + self.speed_parts())
+
+    def speed_parts(self) -> list[str]:
+        """``["N rows/s", "~T left"]``, each when it is known: both views show them alike."""
+        parts = []
         rate = self.rate()
         if rate is not None:
             parts.append(f"{rate:,.0f} rows/s")
         eta = self.eta()
-        if eta is not None and total and finished < total:
+        finished = self.pages_done + self.pages_failed
+        if eta is not None and self.total_pages and finished < self.total_pages:
             parts.append(f"~{format_duration(eta)} left")
-        return " · ".join(parts)
+        return parts
 
 
 def _plan_line(plan: FetchPlan) -> str:
@@ -464,13 +470,7 @@ class WidgetProgress:
             else:
                 self.bar.description = f"{finished} pages"
             self.bar.bar_style = "warning" if t.pages_failed else "info"
-            parts = [plural(t.rows, 'row')]
-            rate = t.rate()
-            if rate is not None:
-                parts.append(f"{rate:,.0f} rows/s")
-            eta = t.eta()
-            if eta is not None and total and finished < total:
-                parts.append(f"~{format_duration(eta)} left")
+            parts = [plural(t.rows, 'row'), *t.speed_parts()]
             if t.pages_failed:
                 parts.append(_red(f"{t.pages_failed} failed"))
             self.status.value = " · ".join(parts)
