@@ -441,3 +441,8 @@ def test_a_failing_append_reports_its_own_error(storage: StorageEngine) -> None:
     )  # the engine is still usable, the failed page left nothing
     storage.finalize("people", status="complete")
     assert storage.table("people")["distinct_id"].tolist() == ["a", "b"]
+
+
+def test_page_batch_needs_profiles_or_a_body(storage: StorageEngine) -> None:
+    with pytest.raises(StorageError, match="page 3: page_batch needs the results or the body"):
+        storage.page_batch(3)
