@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,3 +34,74 @@ def shell() -> Any:
     ip = start_ipython() or get_ipython()
     assert ip is not None
     return ip
+
+
+@pytest.fixture
+def emulator_defaults() -> dict[str, Any]:
+    """`EmulatorConfig` options every emulator of a folder gets; folders override this fixture."""
+    return {}
+
+
+@pytest.fixture
+def emulator_factory(emulator_defaults: dict[str, Any]) -> Iterator[Callable[..., Any]]:
+    """``start(**options)``: a stand-alone emulator in the test process, stopped after the test."""
+    from mp_magic.emulator import EmulatorConfig, EngageEmulator
+
+    started: list[EngageEmulator] = []
+
+    def start(**options: Any) -> EngageEmulator:
+        emu = EngageEmulator(EmulatorConfig(**{**emulator_defaults, **options}))
+        emu.start()
+        started.append(emu)
+        return emu
+
+    yield start
+    for emu in reversed(started):
+        emu.stop()
+
+
+@pytest.fixture
+def workspace_defaults() -> dict[str, Any]:
+    """Settings every `make_workspace` Workspace of a folder gets; folders override this fixture."""
+    return {}
+
+
+@pytest.fixture
+def make_workspace(workspace_defaults: dict[str, Any]) -> Iterator[Callable[..., Any]]:
+    """``make(profiles=950, page_size=100, max_attempts=3, path=None, **emulator)``: a Workspace
+    on its own built-in emulator (real HTTP over loopback), with fast retries so fault tests stay
+    quick; closed after the test."""
+    from mp_magic import Workspace
+
+    created: list[Workspace] = []
+
+    def make(
+        *,
+        profiles: int = 950,
+        page_size: int = 100,
+        query_budget: str = "10000/60",
+        max_attempts: int = 3,
+        path: Any = None,
+        **emulator: Any,
+    ) -> Workspace:
+        settings = dict(workspace_defaults)
+        for name in ("read_timeout",):  # settings, not emulator options
+            if name in emulator:
+                settings[name] = emulator.pop(name)
+        ws = Workspace(
+            path,
+            emulator={"profiles": profiles, "page_size": page_size, **emulator},
+            query_budget=query_budget,
+            max_attempts=max_attempts,
+            backoff_base=0.01,
+            backoff_cap=0.05,
+            **settings,
+        )
+        created.append(ws)
+        ws._mp_test_managed = True  # type: ignore[attr-defined]  # closed here, not by `ip`
+        _ = ws.client  # start the emulator now so tests can reach ws.emulator
+        return ws
+
+    yield make
+    for ws in created:
+        ws.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +16,6 @@ from mpcli_support import CANARY  # noqa: E402
 
 
 @pytest.fixture
-def emulator_factory() -> Iterator[Callable[..., Any]]:
-    """Start emulators (stopped after the test); their secret is the canary."""
-    emulator = pytest.importorskip("mp_magic.emulator")
-    started: list[Any] = []
-
-    def start(**options: Any) -> Any:
-        options.setdefault("secret", CANARY)
-        options.setdefault("profiles", 2500)
-        options.setdefault("page_size", 1000)
-        emu = emulator.EngageEmulator(emulator.EmulatorConfig(**options))
-        emu.start()
-        started.append(emu)
-        return emu
-
-    yield start
-    for emu in started:
-        emu.stop()
+def emulator_defaults() -> dict[str, Any]:
+    """The CLI's emulators: their secret is the canary that must never be printed."""
+    return {"secret": CANARY, "profiles": 2500, "page_size": 1000}

@@ -22,21 +22,9 @@ from mp_magic.config import QueryBudgetSpec  # noqa: E402
 
 
 @pytest.fixture
-def emulator_factory() -> Iterator[Callable[..., Any]]:
-    """Start emulators with ``EmulatorConfig(**overrides)``; all are stopped after the test."""
-    emulator = pytest.importorskip("mp_magic.emulator")
-    started: list[Any] = []
-
-    def start(**overrides: Any) -> Any:
-        overrides.setdefault("secret", LEAKY_SECRET)
-        emu = emulator.EngageEmulator(emulator.EmulatorConfig(**overrides))
-        emu.__enter__()
-        started.append(emu)
-        return emu
-
-    yield start
-    for emu in reversed(started):
-        emu.__exit__(None, None, None)
+def emulator_defaults() -> dict[str, Any]:
+    """The client tests' emulators carry the secret that must never leak."""
+    return {"secret": LEAKY_SECRET}
 
 
 @pytest.fixture(scope="module")
