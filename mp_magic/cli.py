@@ -173,7 +173,8 @@ def build_parser() -> SpecParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     fetch = commands.add_parser(
-        "fetch", help="Fetch data from Mixpanel into a table.",
+        "fetch",
+        help="Fetch data from Mixpanel into a table.",
         description="Fetch data from Mixpanel into a table.",
     )
     kinds = fetch.add_subparsers(dest="kind", metavar="KIND", required=True)
@@ -187,25 +188,32 @@ def build_parser() -> SpecParser:
         "2 authentication error, 3 invalid arguments, 4 other error, 130 interrupted.",
     )
     profiles.add_argument(
-        "name", nargs="?", default=DEFAULT_TABLE, metavar="NAME",
+        "name",
+        nargs="?",
+        default=DEFAULT_TABLE,
+        metavar="NAME",
         help=f"Table to write (default {DEFAULT_TABLE!r}).",
     )
     add_fetch_arguments(profiles)
     _group(profiles, "fetch").add_argument(
-        "--replace", action="store_true",
+        "--replace",
+        action="store_true",
         help="Replace an existing table (the old one stays until the new one is complete).",
     )
     add_query_arguments(profiles)
     _add_common(profiles, formats=("json", "table"), default_format="json")
     _group(profiles, "output and workspace").add_argument(
-        "--quiet", "-q", action="store_true",
+        "--quiet",
+        "-q",
+        action="store_true",
         help="No progress bar, notices or partial-fetch hint on stderr (errors and the "
         "emulator notice stay).",
     )
     profiles.set_defaults(handler=_cmd_fetch_profiles)
 
     sql = commands.add_parser(
-        "sql", help="Run SQL against the workspace.",
+        "sql",
+        help="Run SQL against the workspace.",
         description="Run one SQL statement against the workspace and print the rows.",
     )
     sql.add_argument(
@@ -215,14 +223,16 @@ def build_parser() -> SpecParser:
     sql.set_defaults(handler=_cmd_sql)
 
     tables = commands.add_parser(
-        "tables", help="List the workspace's tables.",
+        "tables",
+        help="List the workspace's tables.",
         description="List the tables in the workspace with their rows and fetch status.",
     )
     _add_common(tables, formats=("table", "json"), default_format="table")
     tables.set_defaults(handler=_cmd_tables)
 
     export = commands.add_parser(
-        "export", help="Export a table to a file.",
+        "export",
+        help="Export a table to a file.",
         description="Write a table to PATH: Parquet, CSV or JSON Lines, chosen by the suffix "
         "(.parquet, .csv, .jsonl or .ndjson; .json is JSON Lines too).",
     )
@@ -234,7 +244,8 @@ def build_parser() -> SpecParser:
     export.set_defaults(handler=_cmd_export)
 
     commands.add_parser(
-        "emulator", add_help=False,
+        "emulator",
+        add_help=False,
         help="Serve the built-in Engage emulator (see: mp emulator --help).",
     )
     return parser
@@ -253,12 +264,16 @@ def _add_common(
 ) -> None:
     group = parser.add_argument_group("output and workspace")
     group.add_argument(
-        "--db", metavar="PATH", default=None,
+        "--db",
+        metavar="PATH",
+        default=None,
         help=f"The DuckDB workspace file (default {default_db_path()}).",
     )
     if formats is not None:
         group.add_argument(
-            "--format", choices=formats, default=default_format,
+            "--format",
+            choices=formats,
+            default=default_format,
             help=f"Output format (default {default_format}).",
         )
     group.add_argument(
@@ -519,8 +534,14 @@ def _table_row(ws: Workspace, name: str) -> dict[str, Any]:
         meta = ws.metadata(name)
     except TableNotFoundError:  # a table made with `mp sql`: no fetch bookkeeping
         count = ws.sql(f"SELECT count(*) AS n FROM {_quote_ident(name)}")
-        return {"table": name, "type": None, "rows": int(str(count.iloc[0, 0])), "status": None,
-                "fetched_at": None, "failed_page_indices": []}
+        return {
+            "table": name,
+            "type": None,
+            "rows": int(str(count.iloc[0, 0])),
+            "status": None,
+            "fetched_at": None,
+            "failed_page_indices": [],
+        }
     return {
         "table": name,
         "type": meta.type,

@@ -563,9 +563,7 @@ class MixpanelAPIClient:
             "session_id": new_session or session_id,
         }
 
-    def _parse_head(
-        self, page: int, response: httpx.Response, session_id: str | None
-    ) -> PageHead:
+    def _parse_head(self, page: int, response: httpx.Response, session_id: str | None) -> PageHead:
         """`_parse_page`'s checks, with the profiles left as raw JSON (msgspec skips them)."""
         try:
             body = _ENVELOPE.decode(response.content)

@@ -133,27 +133,41 @@ class FetchForm:
             rows.append(widgets.HBox([field, label]))
 
         self.table_input = widgets.Text(
-            value=table, description="table", placeholder="profiles",
+            value=table,
+            description="table",
+            placeholder="profiles",
             tooltip="DuckDB table the profiles are written to (letters, digits, underscores)",
-            style=_DESCRIPTION_STYLE, layout=widgets.Layout(width=_FIELD_WIDTH),
+            style=_DESCRIPTION_STYLE,
+            layout=widgets.Layout(width=_FIELD_WIDTH),
         )
         self.table_input.add_class("mp-form-field-table")
         self._error_labels[TABLE_FIELD] = _error_label(TABLE_FIELD)
         self.parallel_input = widgets.Checkbox(
-            value=False, description="parallel", indent=False,
+            value=False,
+            description="parallel",
+            indent=False,
             tooltip="Fetch up to 5 pages at once (one API session, pages in any order)",
         )
         self.workers_input = widgets.IntSlider(
-            value=MAX_WORKERS, min=1, max=MAX_WORKERS, step=1, description="workers",
-            disabled=True, style=_DESCRIPTION_STYLE,
+            value=MAX_WORKERS,
+            min=1,
+            max=MAX_WORKERS,
+            step=1,
+            description="workers",
+            disabled=True,
+            style=_DESCRIPTION_STYLE,
             tooltip=f"Parallel workers (the API allows {MAX_WORKERS} concurrent queries)",
         )
         self.append_input = widgets.Checkbox(
-            value=False, description="append", indent=False,
+            value=False,
+            description="append",
+            indent=False,
             tooltip="Add to the existing table instead of replacing it",
         )
         self.fetch_button = widgets.Button(
-            description="Fetch", button_style="primary", icon="download",
+            description="Fetch",
+            button_style="primary",
+            icon="download",
             tooltip="Fetch the profiles into the table",
         )
         self.fetch_button.add_class("mp-form-fetch")
@@ -174,8 +188,9 @@ class FetchForm:
                 *rows,
                 widgets.HBox([self.table_input, self._error_labels[TABLE_FIELD]]),
                 options,
-                widgets.HBox([self.fetch_button, self.status],
-                             layout=widgets.Layout(align_items="center")),
+                widgets.HBox(
+                    [self.fetch_button, self.status], layout=widgets.Layout(align_items="center")
+                ),
                 self.progress_box,
                 self.preview,
             ]
@@ -238,8 +253,12 @@ class FetchForm:
         Lists become comma-separated text, booleans ``"true"``/``"false"``, None clears a field.
         Returns the form so ``fetch_form().set(...)`` can end a cell.
         """
-        options = {"table": self.table_input, "parallel": self.parallel_input,
-                   "workers": self.workers_input, "append": self.append_input}
+        options = {
+            "table": self.table_input,
+            "parallel": self.parallel_input,
+            "workers": self.workers_input,
+            "append": self.append_input,
+        }
         for name, value in values.items():
             if name in options:
                 options[name].value = value
@@ -367,8 +386,13 @@ class FetchForm:
             self.progress_box.children = (reporter.widget,)
             self._set_status("running", f"fetching into {table}…")
             result = self.workspace.fetch_profiles(
-                table, query=query, parallel=parallel, max_workers=workers,
-                append=append, replace=not append, progress=reporter,
+                table,
+                query=query,
+                parallel=parallel,
+                max_workers=workers,
+                append=append,
+                replace=not append,
+                progress=reporter,
             )
             frame = self.workspace.table(table)
             self.result = result
@@ -421,4 +445,3 @@ class FetchForm:
                 "metadata": {},
             },
         )
-

@@ -128,22 +128,30 @@ def build_profiles_parser() -> SpecParser:
         add_help=False,
     )
     parser.add_argument(
-        "destination", nargs="*", metavar="DEST",
+        "destination",
+        nargs="*",
+        metavar="DEST",
         help="Variable that receives the DataFrame; also the table name unless --table is given.",
     )
     argspec.add_query_arguments(parser)
     argspec.add_fetch_arguments(parser)
     group = parser.add_argument_group("notebook")
     group.add_argument(
-        "--table", default=None, metavar="NAME",
+        "--table",
+        default=None,
+        metavar="NAME",
         help="Table to write (default: DEST, else profiles); a re-run replaces it (see --append).",
     )
     group.add_argument(
-        "--no-progress", dest="show_progress", action="store_false",
+        "--no-progress",
+        dest="show_progress",
+        action="store_false",
         help="No progress bar (notices still appear as warnings).",
     )
     group.add_argument(
-        "--quiet", "-q", action="store_true",
+        "--quiet",
+        "-q",
+        action="store_true",
         help="No progress bar and no summary line; with DEST the DataFrame is not echoed either.",
     )
     group.add_argument("--help", "-h", action="store_true", help="Show this help.")
@@ -279,9 +287,7 @@ def _error_line(exc: BaseException, *, body: Mapping[str, BodyValue] | None = No
     """One line naming the option (as the user spelled it: flag or cell-body name) and the fix."""
     if isinstance(exc, QueryValidationError):
         entry = (body or {}).get(exc.parameter)
-        where = (
-            f"`{exc.parameter}:` (cell line {entry.line})" if entry else flag_for(exc.parameter)
-        )
+        where = f"`{exc.parameter}:` (cell line {entry.line})" if entry else flag_for(exc.parameter)
         return _one_line(f"{where}: {exc.reason}")
     if isinstance(exc, APIError):
         return _one_line(f"fetch failed: {exc}")
@@ -291,10 +297,7 @@ def _error_line(exc: BaseException, *, body: Mapping[str, BodyValue] | None = No
 def _name_check(name: str, option: str) -> str:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise UsageError(
-            _one_line(
-                f"{option}: "
-                + str(InvalidTableNameError(name, "is not a plain identifier"))
-            )
+            _one_line(f"{option}: " + str(InvalidTableNameError(name, "is not a plain identifier")))
         )
     return name
 
@@ -307,7 +310,8 @@ class MpMagic(Magics):
     """Mixpanel profiles in the notebook. Settings: ``%config MpMagic.workers = 3`` and so on."""
 
     workers = Integer(
-        5, min=1,
+        5,
+        min=1,
         help="Parallel workers for --parallel fetches (the API allows 5; more are capped).",
     ).tag(config=True)
     progress = Bool(True, help="Show a progress bar while fetching.").tag(config=True)
@@ -318,7 +322,8 @@ class MpMagic(Magics):
         None, allow_none=True, help="DuckDB file for the tables (None: in memory)."
     ).tag(config=True)
     query_budget = Unicode(
-        None, allow_none=True,
+        None,
+        allow_none=True,
         help='Query budget "QUERIES/SECONDS", e.g. "60/3600" (None: MP_QUERY_BUDGET or 60/3600).',
     ).tag(config=True)
     emulator = Dict(
@@ -500,16 +505,21 @@ class MpMagic(Magics):
         try:
             if ns.resume:
                 result = ws.resume(
-                    table, parallel=True if parallel else None, max_workers=workers,
+                    table,
+                    parallel=True if parallel else None,
+                    max_workers=workers,
                     progress=reporter if reporter is not None else False,
                     wait_for_budget=ns.wait_for_budget,
                 )
             else:
                 result = ws.fetch_profiles(
-                    table, query=query, parallel=parallel,
+                    table,
+                    query=query,
+                    parallel=parallel,
                     max_workers=workers if parallel else None,
                     progress=reporter if reporter is not None else False,
-                    append=bool(ns.append), replace=not ns.append,
+                    append=bool(ns.append),
+                    replace=not ns.append,
                     wait_for_budget=ns.wait_for_budget,
                 )
         except KeyboardInterrupt:
@@ -525,11 +535,22 @@ class MpMagic(Magics):
         if dest is not None:
             self._assign(dest, frame)
         if not quiet:
-            mode = "resume" if ns.resume else "append" if ns.append else (
-                "replace" if table in before else "create"
+            mode = (
+                "resume"
+                if ns.resume
+                else "append"
+                if ns.append
+                else ("replace" if table in before else "create")
             )
-            print(summary_line(result, table=table, mode=mode, table_rows=len(frame),
-                               emulator=ws.using_emulator))
+            print(
+                summary_line(
+                    result,
+                    table=table,
+                    mode=mode,
+                    table_rows=len(frame),
+                    emulator=ws.using_emulator,
+                )
+            )
         if quiet and dest is not None:
             return None
         return frame
@@ -600,8 +621,8 @@ class MpMagic(Magics):
     def mp_export(self, line: str, local_ns: Mapping[str, Any] | None = None) -> None:
         """Write a table to a file, format by suffix (.parquet, .csv, .jsonl)::
 
-            %mp_export profiles profiles.parquet
-            %mp_export profiles {out_path}
+        %mp_export profiles profiles.parquet
+        %mp_export profiles {out_path}
         """
         tokens = _split(line)
         if len(tokens) != 2:
@@ -643,8 +664,11 @@ class MpMagic(Magics):
                 rows.append(row)
                 continue
             row.update(
-                rows=meta.rows, status=meta.status, pages=meta.total_pages,
-                failed_pages=list(meta.failed_page_indices), fetched_at=meta.fetched_at,
+                rows=meta.rows,
+                status=meta.status,
+                pages=meta.total_pages,
+                failed_pages=list(meta.failed_page_indices),
+                fetched_at=meta.fetched_at,
             )
             rows.append(row)
         return pd.DataFrame(rows)
@@ -749,9 +773,7 @@ def summary_line(
     failed = list(result.failed_page_indices)
     if failed:
         shown = ", ".join(str(p) for p in failed[:10]) + (", …" if len(failed) > 10 else "")
-        parts.append(
-            f"failed pages [{shown}]: run the same cell with --resume to retry them"
-        )
+        parts.append(f"failed pages [{shown}]: run the same cell with --resume to retry them")
     if emulator:
         parts.append(EMULATOR_SOURCE)
     return " · ".join(parts)

@@ -211,7 +211,7 @@ class _Tracker:
             parts = [f"pages {finished}/{total} ({pct}%)"]
         else:
             parts = [f"pages {finished}"]
-        parts.append(plural(self.rows, 'row'))
+        parts.append(plural(self.rows, "row"))
         if self.pages_failed:
             parts.append(f"{self.pages_failed} failed")
         return " · ".join(parts + self.speed_parts())
@@ -407,7 +407,11 @@ class WidgetProgress:
         self.notices: list[str] = []
         self.state = "starting"
         self.bar = widgets.IntProgress(
-            value=0, min=0, max=1, description="starting", bar_style="info",
+            value=0,
+            min=0,
+            max=1,
+            description="starting",
+            bar_style="info",
             style={"description_width": "initial"},
         )
         self.status = widgets.HTML(value="connecting…")
@@ -470,7 +474,7 @@ class WidgetProgress:
             else:
                 self.bar.description = f"{finished} pages"
             self.bar.bar_style = "warning" if t.pages_failed else "info"
-            parts = [plural(t.rows, 'row'), *t.speed_parts()]
+            parts = [plural(t.rows, "row"), *t.speed_parts()]
             if t.pages_failed:
                 parts.append(_red(f"{t.pages_failed} failed"))
             self.status.value = " · ".join(parts)

@@ -281,7 +281,9 @@ def _positive_int(name: str, raw: Any) -> int:
     if raw <= 0:
         raise QueryValidationError(name, f"must be a positive id, got {raw}")
     if raw > _MAX_ID:
-        raise QueryValidationError(name, f"{raw} is larger than any Mixpanel id (at most 2**63 - 1)")
+        raise QueryValidationError(
+            name, f"{raw} is larger than any Mixpanel id (at most 2**63 - 1)"
+        )
     return raw
 
 

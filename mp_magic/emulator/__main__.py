@@ -43,8 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--page-size", type=int, default=defaults.page_size)
     p.add_argument("--latency", type=float, default=defaults.latency, metavar="SECONDS")
     p.add_argument("--concurrent-limit", type=int, default=defaults.concurrent_limit)
-    p.add_argument("--hourly-limit", type=_hourly, default=None, metavar="QUERIES/SECONDS",
-                   help="rolling-window query limit, e.g. 60/3600 (default: none)")
+    p.add_argument(
+        "--hourly-limit",
+        type=_hourly,
+        default=None,
+        metavar="QUERIES/SECONDS",
+        help="rolling-window query limit, e.g. 60/3600 (default: none)",
+    )
     p.add_argument("--session-ttl", type=float, default=None, metavar="SECONDS")
     p.add_argument("--sparse-properties", type=int, default=defaults.sparse_properties)
     p.add_argument("--username", default=defaults.username)
@@ -58,11 +63,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = EmulatorConfig(
-            host=args.host, port=args.port, profiles=args.profiles, seed=args.seed,
-            page_size=args.page_size, latency=args.latency,
-            concurrent_limit=args.concurrent_limit, hourly_limit=args.hourly_limit,
-            session_ttl=args.session_ttl, sparse_properties=args.sparse_properties,
-            username=args.username, secret=args.secret, project_id=args.project_id,
+            host=args.host,
+            port=args.port,
+            profiles=args.profiles,
+            seed=args.seed,
+            page_size=args.page_size,
+            latency=args.latency,
+            concurrent_limit=args.concurrent_limit,
+            hourly_limit=args.hourly_limit,
+            session_ttl=args.session_ttl,
+            sparse_properties=args.sparse_properties,
+            username=args.username,
+            secret=args.secret,
+            project_id=args.project_id,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -73,8 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `docker stop` / a Binder shutdown send SIGTERM: stop as cleanly as on Ctrl-C.
         signal.signal(signal.SIGTERM, _interrupt)
     env = emulator.env
-    print(f"Engage emulator serving {config.profiles} profiles (seed {config.seed}) at "
-          f"{emulator.url}", flush=True)
+    print(
+        f"Engage emulator serving {config.profiles} profiles (seed {config.seed}) at "
+        f"{emulator.url}",
+        flush=True,
+    )
     print("Point mp_magic at it with:", flush=True)
     for name, value in env.items():
         print(f"  export {name}={value}", flush=True)

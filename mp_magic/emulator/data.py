@@ -46,18 +46,102 @@ def _str_key(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
 
 
-_FIRST = ("James", "Mary", "Robert", "Patricia", "John", "Jennifer", "Michael", "Linda", "David",
-          "Elizabeth", "William", "Barbara", "Richard", "Susan", "Joseph", "Jessica", "Thomas",
-          "Sarah", "Carlos", "Karen", "Wei", "Aiko", "Priya", "Arjun", "Fatima", "Omar", "Sofia",
-          "Lucas", "Emma", "Noah", "Olga", "Ivan", "Chloé", "Zoë", "Mateo", "Ana", "Kwame", "Amara",
-          "Hiroshi", "Ingrid")
-_LAST = ("Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis",
-         "Rodriguez", "Martinez", "Hernandez", "Lopez", "Gonzalez", "Wilson", "Anderson", "Thomas",
-         "Taylor", "Moore", "Jackson", "Martin", "Lee", "Perez", "Thompson", "White", "Nguyen",
-         "Kim", "Chen", "Patel", "Müller", "Schmidt", "Rossi", "Dubois", "Tanaka", "Sato",
-         "Kowalski", "Novak", "Okafor", "Mensah", "Silva", "O'Brien")
-_DOMAINS = ("gmail.com", "yahoo.com", "outlook.com", "hotmail.com", "icloud.com", "proton.me",
-            "example.com", "example.org", "company.io", "fastmail.com")
+_FIRST = (
+    "James",
+    "Mary",
+    "Robert",
+    "Patricia",
+    "John",
+    "Jennifer",
+    "Michael",
+    "Linda",
+    "David",
+    "Elizabeth",
+    "William",
+    "Barbara",
+    "Richard",
+    "Susan",
+    "Joseph",
+    "Jessica",
+    "Thomas",
+    "Sarah",
+    "Carlos",
+    "Karen",
+    "Wei",
+    "Aiko",
+    "Priya",
+    "Arjun",
+    "Fatima",
+    "Omar",
+    "Sofia",
+    "Lucas",
+    "Emma",
+    "Noah",
+    "Olga",
+    "Ivan",
+    "Chloé",
+    "Zoë",
+    "Mateo",
+    "Ana",
+    "Kwame",
+    "Amara",
+    "Hiroshi",
+    "Ingrid",
+)
+_LAST = (
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Nguyen",
+    "Kim",
+    "Chen",
+    "Patel",
+    "Müller",
+    "Schmidt",
+    "Rossi",
+    "Dubois",
+    "Tanaka",
+    "Sato",
+    "Kowalski",
+    "Novak",
+    "Okafor",
+    "Mensah",
+    "Silva",
+    "O'Brien",
+)
+_DOMAINS = (
+    "gmail.com",
+    "yahoo.com",
+    "outlook.com",
+    "hotmail.com",
+    "icloud.com",
+    "proton.me",
+    "example.com",
+    "example.org",
+    "company.io",
+    "fastmail.com",
+)
 _PLACES = (
     ("San Francisco", "California", "US", "America/Los_Angeles"),
     ("New York", "New York", "US", "America/New_York"),
@@ -92,18 +176,64 @@ _PLACES = (
 )
 _OS = ("Mac OS X", "Windows", "Linux", "iOS", "Android", "Chrome OS")
 _BROWSERS = ("Chrome", "Safari", "Firefox", "Edge", "Opera", "Mobile Safari", "Chrome Mobile")
-_PLANS = ("free", "free", "free", "free", "starter", "starter", "starter", "pro", "pro",
-          "enterprise")
+_PLANS = (
+    "free",
+    "free",
+    "free",
+    "free",
+    "starter",
+    "starter",
+    "starter",
+    "pro",
+    "pro",
+    "enterprise",
+)
 _PLAN_LTV = {"free": 0.0, "starter": 120.0, "pro": 900.0, "enterprise": 12000.0}
-_TAGS = ("early-adopter", "newsletter", "mobile", "power-user", "churn-risk", "referral",
-         "trial", "vip", "beta", "webinar")
+_TAGS = (
+    "early-adopter",
+    "newsletter",
+    "mobile",
+    "power-user",
+    "churn-risk",
+    "referral",
+    "trial",
+    "vip",
+    "beta",
+    "webinar",
+)
 _THEMES = ("light", "dark", "system")
 _LANGS = ("en", "en", "en", "es", "fr", "de", "ja", "pt")
 _NICKS = ("ace", "sparky", "moose", "pixel", "turbo", "ziggy", "nova", "rocket", "bean", "echo")
-_INDUSTRIES = ("SaaS", "Fintech", "Healthcare", "Retail", "Media", "Education", "Logistics",
-               "Gaming", "Manufacturing", "Travel")
-_SYLLABLES = ("ac", "me", "glo", "bex", "tri", "nova", "zen", "lum", "quar", "vel", "ori", "tek",
-              "pix", "sol", "kin", "dra")
+_INDUSTRIES = (
+    "SaaS",
+    "Fintech",
+    "Healthcare",
+    "Retail",
+    "Media",
+    "Education",
+    "Logistics",
+    "Gaming",
+    "Manufacturing",
+    "Travel",
+)
+_SYLLABLES = (
+    "ac",
+    "me",
+    "glo",
+    "bex",
+    "tri",
+    "nova",
+    "zen",
+    "lum",
+    "quar",
+    "vel",
+    "ori",
+    "tek",
+    "pix",
+    "sol",
+    "kin",
+    "dra",
+)
 _SUFFIXES = ("Inc", "Labs", "Systems", "Group", "Ltd", "GmbH", "Co", "Technologies")
 _WORDS = ("alpha", "bravo", "delta", "echo", "kilo", "lima", "oscar", "sierra", "tango", "zulu")
 
@@ -137,8 +267,9 @@ class _IsoCache:
     def __init__(self) -> None:
         self.days: dict[int, str] = {}
         if not _IsoCache._clock:
-            _IsoCache._clock = [f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
-                                for s in range(86400)]
+            _IsoCache._clock = [
+                f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}" for s in range(86400)
+            ]
         self.clock = _IsoCache._clock
 
     def __call__(self, ts: int) -> str:
@@ -171,8 +302,14 @@ class GroupSet:
 class Dataset:
     """All profiles of one emulated project, generated once from the seed."""
 
-    def __init__(self, profiles: int, seed: int, sparse_properties: int,
-                 groups: Mapping[str, int], cohorts: int = 20) -> None:
+    def __init__(
+        self,
+        profiles: int,
+        seed: int,
+        sparse_properties: int,
+        groups: Mapping[str, int],
+        cohorts: int = 20,
+    ) -> None:
         self.size = profiles
         self.seed = seed
         self.sparse_properties = sparse_properties
@@ -335,8 +472,9 @@ class Dataset:
             k, seed = cohort_id, self.seed
             members = [i for i in range(self.size) if mix64(seed, 1000 + k, i) % (k + 1) == 0]
             ghosts = max(1, len(members) // 25) if self.size else 0
-            ghost_ids = [f"cohort{k:02d}_anon_{mix64(seed, k, j) % 10**10:010d}"
-                         for j in range(ghosts)]
+            ghost_ids = [
+                f"cohort{k:02d}_anon_{mix64(seed, k, j) % 10**10:010d}" for j in range(ghosts)
+            ]
             found = Cohort(cohort_id, members, ghost_ids)
             with self._lock:
                 self._cohorts.setdefault(cohort_id, found)
@@ -401,8 +539,9 @@ _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 4
 
 
-def get_dataset(profiles: int, seed: int, sparse_properties: int, groups: Mapping[str, int],
-                cohorts: int = 20) -> Dataset:
+def get_dataset(
+    profiles: int, seed: int, sparse_properties: int, groups: Mapping[str, int], cohorts: int = 20
+) -> Dataset:
     """The dataset of this shape, built on first use and shared (LRU of 4) across emulators."""
     key = (profiles, seed, sparse_properties, tuple(sorted(groups.items())), cohorts)
     with _CACHE_LOCK:

@@ -159,8 +159,9 @@ class _Response:
     drop: bool = False
 
 
-def _json(status: int, payload: Mapping[str, Any], headers: list[tuple[str, str]] | None = None
-          ) -> _Response:
+def _json(
+    status: int, payload: Mapping[str, Any], headers: list[tuple[str, str]] | None = None
+) -> _Response:
     return _Response(status, orjson.dumps(payload), headers or [])
 
 
@@ -205,8 +206,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _refuse(self) -> None:
         self._read_body()
-        self._send(_json(405, {"error": f"method {self.command} not allowed", "status": "error"},
-                         [("Allow", "GET, POST")]))
+        self._send(
+            _json(
+                405,
+                {"error": f"method {self.command} not allowed", "status": "error"},
+                [("Allow", "GET, POST")],
+            )
+        )
 
     do_PUT = do_DELETE = do_PATCH = _refuse
 
@@ -292,8 +298,10 @@ class EngageEmulator:
             return self
         self._server = _Server((self.config.host, self.config.port), self)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-            name=f"engage-emulator:{self._server.server_address[1]}", daemon=True,
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"engage-emulator:{self._server.server_address[1]}",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -329,8 +337,12 @@ class EngageEmulator:
     def __enter__(self) -> EngageEmulator:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     # ------------------------------------------------------------------ public surface
@@ -360,16 +372,21 @@ class EngageEmulator:
     @property
     def env(self) -> dict[str, str]:
         """The environment a client needs to use this emulator."""
-        return {"MP_API_URL": self.url, "MP_USERNAME": self.username, "MP_SECRET": self.secret,
-                "MP_PROJECT_ID": str(self.project_id)}
+        return {
+            "MP_API_URL": self.url,
+            "MP_USERNAME": self.username,
+            "MP_SECRET": self.secret,
+            "MP_PROJECT_ID": str(self.project_id),
+        }
 
     @property
     def dataset(self) -> Dataset:
         """The generated project (shared with other emulators of the same shape; read-only)."""
         if self._dataset is None:
             c = self.config
-            self._dataset = get_dataset(c.profiles, c.seed, c.sparse_properties, c.groups,
-                                        c.cohorts)
+            self._dataset = get_dataset(
+                c.profiles, c.seed, c.sparse_properties, c.groups, c.cohorts
+            )
         return self._dataset
 
     @property
@@ -391,10 +408,15 @@ class EngageEmulator:
         with self._lock:
             s = self._stats
             return EmulatorStats(
-                requests=s.requests, queries=s.queries, by_status=dict(s.by_status),
-                rate_limited=s.rate_limited, max_in_flight=s.max_in_flight,
-                in_flight=self._in_flight, queries_by_session=dict(s.queries_by_session),
-                pages_served=list(s.pages_served), sessions_created=s.sessions_created,
+                requests=s.requests,
+                queries=s.queries,
+                by_status=dict(s.by_status),
+                rate_limited=s.rate_limited,
+                max_in_flight=s.max_in_flight,
+                in_flight=self._in_flight,
+                queries_by_session=dict(s.queries_by_session),
+                pages_served=list(s.pages_served),
+                sessions_created=s.sessions_created,
                 faults_fired=dict(s.faults_fired),
             )
 
@@ -419,8 +441,9 @@ class EngageEmulator:
             selection = self._select(query)
         except _BadRequest as exc:
             raise ValueError(str(exc)) from None
-        return _project(selection.profiles(self.dataset, 0, len(selection)),
-                        query.output_properties)
+        return _project(
+            selection.profiles(self.dataset, 0, len(selection)), query.output_properties
+        )
 
     # ------------------------------------------------------------------ request handling
     def _track(self, conn: socket.socket, *, add: bool) -> None:
@@ -440,16 +463,16 @@ class EngageEmulator:
                 text = text.replace(secret, "***")
         return text
 
-    def _handle(self, method: str, raw_path: str, headers: _Headers, body: bytes
-                ) -> _Response:
+    def _handle(self, method: str, raw_path: str, headers: _Headers, body: bytes) -> _Response:
         with self._lock:
             self._stats.requests += 1
         request = self._scrub(raw_path)
         split = urlsplit(raw_path)
         path = split.path.rstrip("/") or "/"
         if path not in ENGAGE_PATHS:
-            return _json(404, {"error": f"unknown endpoint {self._scrub(split.path)}",
-                               "status": "error"})
+            return _json(
+                404, {"error": f"unknown endpoint {self._scrub(split.path)}", "status": "error"}
+            )
         params = dict(parse_qsl(split.query, keep_blank_values=True))
         try:
             params.update(_body_params(headers.get("Content-Type") or "", body))
@@ -480,8 +503,11 @@ class EngageEmulator:
             return _json(status, {"error": message, "status": "error"}, extra)
 
         if not header or not header.lower().startswith("basic "):
-            return deny(401, "Unauthorized: missing credentials; use HTTP Basic auth with a "
-                        "service account username and secret")
+            return deny(
+                401,
+                "Unauthorized: missing credentials; use HTTP Basic auth with a "
+                "service account username and secret",
+            )
         try:
             decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
@@ -494,13 +520,21 @@ class EngageEmulator:
         if not raw_project:
             if legacy:
                 return None
-            return _json(400, {"error": "project_id is required when authenticating with a "
-                               "service account", "status": "error"})
+            return _json(
+                400,
+                {
+                    "error": "project_id is required when authenticating with a service account",
+                    "status": "error",
+                },
+            )
         if not _INT.fullmatch(raw_project):
             return _json(400, {"error": "project_id must be an integer", "status": "error"})
         if int(raw_project) != cfg.project_id:
-            return deny(403, f"Permission denied: this service account has no access to "
-                        f"project {int(raw_project)}")
+            return deny(
+                403,
+                f"Permission denied: this service account has no access to "
+                f"project {int(raw_project)}",
+            )
         return None
 
     def _admit(self, request: str) -> _Response | None:
@@ -536,8 +570,9 @@ class EngageEmulator:
                     f"{c_shown}/{c_cap} queries running concurrently and "
                     f"{h_shown}/{h_cap} queries running in the last hour."
                 )
-                return _json(429, {"request": request, "error": message},
-                             [("Retry-After", str(retry_after))])
+                return _json(
+                    429, {"request": request, "error": message}, [("Retry-After", str(retry_after))]
+                )
             self._in_flight = running
             window.append(now)
             self._stats.queries += 1
@@ -551,8 +586,10 @@ class EngageEmulator:
         if query.session_id:
             session = self._lookup_session(query.session_id, required=query.page > 0)
         elif query.page > 0:
-            raise _BadRequest("session_id is required for page > 0; request page 0 first and "
-                              "pass the session_id it returns")
+            raise _BadRequest(
+                "session_id is required for page > 0; request page 0 first and "
+                "pass the session_id it returns"
+            )
         if session is not None:
             selection, page_size = session.selection, session.page_size
             if query.page > 0 and selection.uncached:
@@ -565,8 +602,9 @@ class EngageEmulator:
         start = query.page * page_size
         available = max(0, min(page_size, len(selection) - start))
 
-        delay, fault = self._take_faults(query.page, full_page=available == page_size,
-                                         has_session=session is not None)
+        delay, fault = self._take_faults(
+            query.page, full_page=available == page_size, has_session=session is not None
+        )
         if delay > 0:
             time.sleep(delay)
         if fault is not None and fault.kind == "status":
@@ -586,12 +624,17 @@ class EngageEmulator:
             by_session = self._stats.queries_by_session
             by_session[session.id] = by_session.get(session.id, 0) + 1
 
-        results = _project(selection.profiles(self.dataset, start, start + available),
-                           query.output_properties)
+        results = _project(
+            selection.profiles(self.dataset, start, start + available), query.output_properties
+        )
         if fault is not None and fault.kind == "short":
             results = results[: len(results) // 2]
-        payload: dict[str, Any] = {"page": query.page, "page_size": page_size,
-                                   "session_id": session.id, "status": "ok"}
+        payload: dict[str, Any] = {
+            "page": query.page,
+            "page_size": page_size,
+            "session_id": session.id,
+            "status": "ok",
+        }
         if query.page == 0 or cfg.total_on_every_page:
             payload["total"] = len(selection)
         payload["results"] = results
@@ -604,8 +647,9 @@ class EngageEmulator:
             self._stats.pages_served.append((session.id, query.page))
         return _Response(200, body)
 
-    def _take_faults(self, page: int, *, full_page: bool, has_session: bool
-                     ) -> tuple[float, Fault | None]:
+    def _take_faults(
+        self, page: int, *, full_page: bool, has_session: bool
+    ) -> tuple[float, Fault | None]:
         delay = 0.0
         chosen: Fault | None = None
         with self._lock:
@@ -645,8 +689,11 @@ class EngageEmulator:
             n = self._session_counter
             # Deterministic (same seed + same requests → same bytes) yet tied to the query and the
             # data shape, so an id from another emulator run never selects different profiles.
-            shape = zlib.crc32(repr((query.key, cfg.profiles, cfg.sparse_properties,
-                                     sorted(cfg.groups.items()))).encode())
+            shape = zlib.crc32(
+                repr(
+                    (query.key, cfg.profiles, cfg.sparse_properties, sorted(cfg.groups.items()))
+                ).encode()
+            )
             code = _base36(mix64(cfg.seed, n, shape))[:8].upper().rjust(8, "0")
             session = _Session(f"{1_700_000_000 + n}-{code}", selection, page_size, self.clock())
             self._sessions[session.id] = session
@@ -687,8 +734,10 @@ class EngageEmulator:
             group = self.dataset.group(key)
             if group is None:
                 known = ", ".join(self.config.groups) or "none"
-                raise _BadRequest(f"data_group_id {raw_group!r} is not a group key of this "
-                                  f"project (group keys: {known})")
+                raise _BadRequest(
+                    f"data_group_id {raw_group!r} is not a group key of this "
+                    f"project (group keys: {known})"
+                )
 
         output: tuple[str, ...] | None = None
         raw_output = get("output_properties")
@@ -702,20 +751,26 @@ class EngageEmulator:
         raw_behaviors = get("behaviors")
         if raw_behaviors:
             value = _json_param("behaviors", raw_behaviors, "a JSON array of behavior objects")
-            if not isinstance(value, list) or not value or not all(
-                isinstance(b, dict) and isinstance(b.get("name"), str) and b["name"]
-                for b in value
+            if (
+                not isinstance(value, list)
+                or not value
+                or not all(
+                    isinstance(b, dict) and isinstance(b.get("name"), str) and b["name"]
+                    for b in value
+                )
             ):
-                raise _BadRequest('behaviors must be a non-empty JSON array of objects, each with '
-                                  'a "name"')
+                raise _BadRequest(
+                    'behaviors must be a non-empty JSON array of objects, each with a "name"'
+                )
             behaviors = tuple(b["name"] for b in value)
 
         cohort: Cohort | None = None
         raw_cohort = get("filter_by_cohort")
         if raw_cohort:
             if behaviors is not None:
-                raise _BadRequest("behaviors and filter_by_cohort are mutually exclusive; "
-                                  "use one of them")
+                raise _BadRequest(
+                    "behaviors and filter_by_cohort are mutually exclusive; use one of them"
+                )
             value = _json_param("filter_by_cohort", raw_cohort, 'a JSON object like {"id": 12}')
             cid = value.get("id") if isinstance(value, dict) else None
             if isinstance(cid, str) and _INT.fullmatch(cid.strip()):
@@ -723,27 +778,31 @@ class EngageEmulator:
             if not isinstance(cid, int) or isinstance(cid, bool):
                 raise _BadRequest('filter_by_cohort must be a JSON object like {"id": 12}')
             if group is not None:
-                raise _BadRequest("filter_by_cohort selects user profiles; it cannot be used "
-                                  "with data_group_id")
+                raise _BadRequest(
+                    "filter_by_cohort selects user profiles; it cannot be used with data_group_id"
+                )
             cohort = self.dataset.cohort(cid)
             if cohort is None:
-                raise _BadRequest(f"cohort {cid} does not exist in project "
-                                  f"{self.config.project_id}")
+                raise _BadRequest(
+                    f"cohort {cid} does not exist in project {self.config.project_id}"
+                )
 
         include_all = True
         raw_include = (get("include_all_users") or "").strip().lower()
         if raw_include:
             if raw_include not in ("true", "false"):
-                raise _BadRequest(f"include_all_users must be true or false, got "
-                                  f"{get('include_all_users')!r}")
+                raise _BadRequest(
+                    f"include_all_users must be true or false, got {get('include_all_users')!r}"
+                )
             include_all = raw_include == "true"
 
         as_of: int | None = None
         raw_as_of = (get("as_of_timestamp") or "").strip()
         if raw_as_of:
             if not _INT.fullmatch(raw_as_of):
-                raise _BadRequest(f"as_of_timestamp must be an integer (Unix seconds), got "
-                                  f"{raw_as_of!r}")
+                raise _BadRequest(
+                    f"as_of_timestamp must be an integer (Unix seconds), got {raw_as_of!r}"
+                )
             as_of = int(raw_as_of)
 
         where: CompiledWhere | None = None
@@ -755,8 +814,10 @@ class EngageEmulator:
                 raise _BadRequest(str(exc)) from None
             missing = sorted(where.behaviors - set(behaviors or ()))
             if missing:
-                raise _BadRequest(f"where refers to behaviors[{missing[0]!r}] but no behavior "
-                                  f"named {missing[0]!r} is defined in behaviors")
+                raise _BadRequest(
+                    f"where refers to behaviors[{missing[0]!r}] but no behavior "
+                    f"named {missing[0]!r} is defined in behaviors"
+                )
 
         page_size: int | None = None
         raw_size = (get("page_size") or "").strip()
@@ -766,8 +827,19 @@ class EngageEmulator:
             page_size = int(raw_size)
 
         session_id = (get("session_id") or "").strip() or None
-        return _Query(page, session_id, distinct_ids, group, where, output, behaviors, as_of,
-                      cohort, include_all, page_size)
+        return _Query(
+            page,
+            session_id,
+            distinct_ids,
+            group,
+            where,
+            output,
+            behaviors,
+            as_of,
+            cohort,
+            include_all,
+            page_size,
+        )
 
     # ------------------------------------------------------------------ selection
     def _select(self, query: _Query) -> _Selection:
@@ -825,8 +897,7 @@ class EngageEmulator:
                 candidates = [i for i in candidates if truthy(ev(gp[i]["$properties"], i, bc))]
             else:
                 profile = ds.profile
-                candidates = [i for i in candidates
-                              if truthy(ev(profile(i)["$properties"], i, bc))]
+                candidates = [i for i in candidates if truthy(ev(profile(i)["$properties"], i, bc))]
             if ghosts:
                 base = ds.size
                 empty: dict[str, Any] = {}
@@ -834,26 +905,31 @@ class EngageEmulator:
         indices: Sequence[int] = candidates
         if ghosts:
             indices = [*candidates, *range(ds.size, ds.size + len(ghosts))]
-        uncached = (query.behaviors is not None and query.as_of is None
-                    and len(indices) > BEHAVIORS_CACHE_LIMIT)
+        uncached = (
+            query.behaviors is not None
+            and query.as_of is None
+            and len(indices) > BEHAVIORS_CACHE_LIMIT
+        )
         return _Selection(indices, ds.size, ghosts, group, uncached)
 
 
-def _project(profiles: list[dict[str, Any]], keep: tuple[str, ...] | None
-             ) -> list[dict[str, Any]]:
+def _project(profiles: list[dict[str, Any]], keep: tuple[str, ...] | None) -> list[dict[str, Any]]:
     if keep is None:
         return profiles
     out = []
     for p in profiles:
         props = p["$properties"]
-        out.append({"$distinct_id": p["$distinct_id"],
-                    "$properties": {k: props[k] for k in keep if k in props}})
+        out.append(
+            {
+                "$distinct_id": p["$distinct_id"],
+                "$properties": {k: props[k] for k in keep if k in props},
+            }
+        )
     return out
 
 
 def _expired_message(session_id: str) -> str:
-    return (f"session_id {session_id!r} has expired or is invalid; restart the query from "
-            "page 0")
+    return f"session_id {session_id!r} has expired or is invalid; restart the query from page 0"
 
 
 def _json_param(name: str, raw: str, expected: str) -> Any:
@@ -873,8 +949,12 @@ def _body_params(content_type: str, body: bytes) -> Iterator[tuple[str, str]]:
             raise _BadRequest(f"request body is not valid JSON ({exc.msg})") from None
         if not isinstance(data, dict):
             raise _BadRequest("a JSON request body must be an object")
-        return iter([(str(k), v if isinstance(v, str) else orjson.dumps(v).decode())
-                     for k, v in data.items()])
+        return iter(
+            [
+                (str(k), v if isinstance(v, str) else orjson.dumps(v).decode())
+                for k, v in data.items()
+            ]
+        )
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

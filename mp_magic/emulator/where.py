@@ -89,8 +89,17 @@ class _Token:
 _OPS = ("==", "!=", ">=", "<=", ">", "<", "+", "-", "*", "/", "%", "(", ")", "[", "]", ",")
 _NUMBER = re.compile(r"(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "/": "/", "b": "\b",
-            "f": "\f"}
+_ESCAPES = {
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+    "/": "/",
+    "b": "\b",
+    "f": "\f",
+}
 
 
 def _tokenize(text: str) -> list[_Token]:
@@ -191,7 +200,10 @@ def _order(op: str) -> Callable[[Any, Any], Any]:
     import operator
 
     fn: Callable[[Any, Any], bool] = {
-        ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le
+        ">": operator.gt,
+        ">=": operator.ge,
+        "<": operator.lt,
+        "<=": operator.le,
     }[op]
 
     def compare(a: Any, b: Any) -> Any:
@@ -436,8 +448,10 @@ class _Parser:
             elif self.is_name("in"):
                 self.next()
                 fn = _in
-            elif self.is_name("not") and self.tokens[self.k + 1].kind == "name" and (
-                self.tokens[self.k + 1].value == "in"
+            elif (
+                self.is_name("not")
+                and self.tokens[self.k + 1].kind == "name"
+                and (self.tokens[self.k + 1].value == "in")
             ):
                 self.k += 2
                 fn = _not_in
@@ -530,7 +544,7 @@ class _Parser:
         key_tok = self.tok
         if key_tok.kind != "str":
             raise WhereSyntaxError(
-                f'{accessor}[...] needs a quoted name, found {key_tok.show()}', key_tok.pos
+                f"{accessor}[...] needs a quoted name, found {key_tok.show()}", key_tok.pos
             )
         self.next()
         self.expect_op("]")
@@ -585,12 +599,17 @@ class CompiledWhere:
     evaluator: Evaluator
     behaviors: frozenset[str]
 
-    def evaluate(self, properties: Mapping[str, Any], index: int = 0,
-                 behavior_count: BehaviorCount | None = None) -> Any:
+    def evaluate(
+        self,
+        properties: Mapping[str, Any],
+        index: int = 0,
+        behavior_count: BehaviorCount | None = None,
+    ) -> Any:
         return self.evaluator(properties, index, behavior_count or _no_behaviors)
 
-    def matches(self, properties: Mapping[str, Any], index: int,
-                behavior_count: BehaviorCount) -> bool:
+    def matches(
+        self, properties: Mapping[str, Any], index: int, behavior_count: BehaviorCount
+    ) -> bool:
         return truthy(self.evaluator(properties, index, behavior_count))
 
 

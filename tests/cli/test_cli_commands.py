@@ -52,8 +52,15 @@ def test_sql_formats(tmp_path: Path, db: Path, filled: tuple[Path, int]) -> None
     assert header.split() == ["n", "ids"] and values.split() == [str(truth), str(truth)]
     assert run.stderr == ""  # reading needs no credentials and starts no emulator
 
-    run = run_mp("sql", "SELECT distinct_id, last_seen, properties FROM profiles LIMIT 3",
-                 "--db", str(db), "--format", "json", env=env)
+    run = run_mp(
+        "sql",
+        "SELECT distinct_id, last_seen, properties FROM profiles LIMIT 3",
+        "--db",
+        str(db),
+        "--format",
+        "json",
+        env=env,
+    )
     assert run.code == 0, run
     rows = run.json()
     assert len(rows) == 3 and all(isinstance(r["distinct_id"], str) for r in rows)
@@ -112,8 +119,9 @@ def test_export_round_trip(tmp_path: Path, db: Path, filled: tuple[Path, int], s
     else:
         ids = [orjson.loads(line)["distinct_id"] for line in target.read_text().splitlines()]
     assert len(ids) == filled[1] == len(set(ids))
-    expected = run_mp("sql", "SELECT distinct_id FROM profiles", "--db", str(db),
-                      "--format", "json", env=env)
+    expected = run_mp(
+        "sql", "SELECT distinct_id FROM profiles", "--db", str(db), "--format", "json", env=env
+    )
     assert sorted(ids) == sorted(r["distinct_id"] for r in expected.json())
 
 
@@ -132,8 +140,15 @@ def test_export_errors(tmp_path: Path, db: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["fetch", "--help"], ["fetch", "profiles", "--help"], ["sql", "--help"],
-     ["tables", "--help"], ["export", "--help"], ["emulator", "--help"]],
+    [
+        ["--help"],
+        ["fetch", "--help"],
+        ["fetch", "profiles", "--help"],
+        ["sql", "--help"],
+        ["tables", "--help"],
+        ["export", "--help"],
+        ["emulator", "--help"],
+    ],
     ids=lambda a: " ".join(a),
 )
 def test_help_exits_0(tmp_path: Path, args: list[str]) -> None:
@@ -147,8 +162,19 @@ def test_fetch_help_lists_every_engage_flag(tmp_path: Path) -> None:
     from mp_magic.query import engage_params
 
     run = run_mp("fetch", "profiles", "--help", env=base_env(tmp_path))
-    for flag in ["--parallel", "-p", "--workers", "--db", "--append", "--replace", "--resume",
-                 "--no-wait", "--format", "--quiet", "--debug"]:
+    for flag in [
+        "--parallel",
+        "-p",
+        "--workers",
+        "--db",
+        "--append",
+        "--replace",
+        "--resume",
+        "--no-wait",
+        "--format",
+        "--quiet",
+        "--debug",
+    ]:
         assert flag in run.stdout
     for _, spec in engage_params():
         assert spec.flag in run.stdout
@@ -164,12 +190,22 @@ def test_console_script(tmp_path: Path) -> None:
     proc = subprocess.run([mp, "--help"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "fetch" in proc.stdout
     db = tmp_path / "w.duckdb"
-    proc = subprocess.run([mp, "fetch", "profiles", "-p", "--db", str(db)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [mp, "fetch", "profiles", "-p", "--db", str(db)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert orjson.loads(proc.stdout)["has_failures"] is False
-    proc = subprocess.run([mp, "fetch", "profiles", "--db", str(db), "--workers", "0", "-p"],
-                          env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [mp, "fetch", "profiles", "--db", str(db), "--workers", "0", "-p"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 3 and proc.stderr.startswith("mp: --workers"), proc.stderr
 
 
@@ -180,7 +216,10 @@ def test_emulator_subcommand_serves(tmp_path: Path) -> None:
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "mp_magic.cli", "emulator", "--port", "0"],
-        env=base_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=base_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30
@@ -198,4 +237,3 @@ def test_emulator_subcommand_serves(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-

@@ -29,8 +29,9 @@ from mp_magic.query import EngageQuery
 
 
 def _count(db: Path, table: str, env: dict[str, str]) -> int:
-    run = run_mp("sql", f"SELECT count(*) AS n FROM {table}", "--db", str(db), "--format", "json",
-                 env=env)
+    run = run_mp(
+        "sql", f"SELECT count(*) AS n FROM {table}", "--db", str(db), "--format", "json", env=env
+    )
     assert run.code == 0, run
     return int(run.json()[0]["n"])
 
@@ -81,8 +82,9 @@ def test_worker_cap_is_a_one_line_notice(tmp_path: Path, emulator_factory: Any) 
     assert len(run.stderr_lines) == 1, run
     line = run.stderr_lines[0]
     assert line.startswith("mp: ") and "9" in line and "5" in line, run
-    run = run_mp("fetch", "profiles", "-p", "--workers", "9", "--replace", "--quiet", "--db", db,
-                 env=env)
+    run = run_mp(
+        "fetch", "profiles", "-p", "--workers", "9", "--replace", "--quiet", "--db", db, env=env
+    )
     assert run.code == 0 and run.stderr == "", run
 
 
@@ -94,12 +96,24 @@ def test_engage_parameters_reach_the_api(tmp_path: Path, emulator_factory: Any) 
     query = EngageQuery(where=where, output_properties=("$email", "$city"))
     truth = len(emu.expected_profiles(query.to_form()))
     assert 0 < truth < 1500
-    run = run_mp("fetch", "profiles", "with_email", "--where", where,
-                 "--output-properties", "$email, $city", "-p", "--db", str(db), env=env)
+    run = run_mp(
+        "fetch",
+        "profiles",
+        "with_email",
+        "--where",
+        where,
+        "--output-properties",
+        "$email, $city",
+        "-p",
+        "--db",
+        str(db),
+        env=env,
+    )
     _check_success(run, table="with_email", rows=truth, pages=math.ceil(truth / 400))
     ids = ["missing-id", *[p["$distinct_id"] for p in emu.expected_profiles({})[:7]]]
-    run = run_mp("fetch", "profiles", "chosen", "--distinct-ids", ",".join(ids), "--db", str(db),
-                 env=env)
+    run = run_mp(
+        "fetch", "profiles", "chosen", "--distinct-ids", ",".join(ids), "--db", str(db), env=env
+    )
     assert run.code == 0, run
     assert run.json()["total_rows"] == 7
 
@@ -107,8 +121,9 @@ def test_engage_parameters_reach_the_api(tmp_path: Path, emulator_factory: Any) 
 def test_format_table_is_aligned_key_values(tmp_path: Path, emulator_factory: Any) -> None:
     emu = emulator_factory(profiles=900, page_size=300)
     env = emulator_env(tmp_path, emu)
-    run = run_mp("fetch", "profiles", "--format", "table", "--db", str(tmp_path / "w.duckdb"),
-                 env=env)
+    run = run_mp(
+        "fetch", "profiles", "--format", "table", "--db", str(tmp_path / "w.duckdb"), env=env
+    )
     assert run.code == 0, run
     lines = run.stdout.splitlines()
     keys = [line.split()[0] for line in lines]
@@ -133,8 +148,9 @@ def test_replace_and_append(tmp_path: Path, emulator_factory: Any) -> None:
     ids = [p["$distinct_id"] for p in emu.expected_profiles({})[:3]]
     run = run_mp("fetch", "profiles", "few", "--distinct-ids", ",".join(ids), "--db", db, env=env)
     assert run.code == 0, run
-    run = run_mp("fetch", "profiles", "few", "--append", "--distinct-id", "no-such-user",
-                 "--db", db, env=env)
+    run = run_mp(
+        "fetch", "profiles", "few", "--append", "--distinct-id", "no-such-user", "--db", db, env=env
+    )
     assert run.code == 0, run
     assert _count(Path(db), "few", env) == 3
 
@@ -176,8 +192,9 @@ def test_partial_failure_sequential(tmp_path: Path, emulator_factory: Any) -> No
     emu = emulator_factory(profiles=1000, page_size=400)
     emu.add_fault(Fault(kind="status", status=503, pages={1}, times=Settings().max_attempts))
     env = emulator_env(tmp_path, emu)
-    run = run_mp("fetch", "profiles", "--db", str(tmp_path / "w.duckdb"), "--quiet", env=env,
-                 timeout=180)
+    run = run_mp(
+        "fetch", "profiles", "--db", str(tmp_path / "w.duckdb"), "--quiet", env=env, timeout=180
+    )
     assert run.code == 1, run
     out = run.json()
     assert out["has_failures"] is True and out["failed_page_indices"] == [1], run
@@ -189,8 +206,15 @@ def test_no_wait_stops_at_the_budget_as_partial(tmp_path: Path, emulator_factory
     emu = emulator_factory(profiles=1000, page_size=200)
     env = emulator_env(tmp_path, emu)
     db = tmp_path / "w.duckdb"
-    run = run_mp("fetch", "profiles", "-p", "--no-wait", "--db", str(db),
-                 env={**env, "MP_QUERY_BUDGET": "3/3600"})
+    run = run_mp(
+        "fetch",
+        "profiles",
+        "-p",
+        "--no-wait",
+        "--db",
+        str(db),
+        env={**env, "MP_QUERY_BUDGET": "3/3600"},
+    )
     assert run.code == 1, run
     out = run.json()
     assert out["has_failures"] is True and out["failed_pages"] == len(out["failed_page_indices"])
@@ -246,8 +270,16 @@ def test_secret_absent_everywhere(tmp_path: Path, emulator_factory: Any) -> None
         run_mp("fetch", "profiles", "x", "--db", db, "--debug", "--where", " ", env=env),
         run_mp("fetch", "profiles", "--db", "/nonexistent/dir/w.duckdb", "--debug", env=env),
         run_mp("fetch", "profiles", "y", "--db", db, "--debug", env={**env, "MP_REGION": "mars"}),
-        run_mp("fetch", "profiles", "z", "--db", db, "--debug",
-               env={**env, "MP_API_URL": "http://127.0.0.1:9"}, timeout=180),
+        run_mp(
+            "fetch",
+            "profiles",
+            "z",
+            "--db",
+            db,
+            "--debug",
+            env={**env, "MP_API_URL": "http://127.0.0.1:9"},
+            timeout=180,
+        ),
         run_mp("tables", "--db", db, "--format", "json", env=env),
     ]
     assert [r.code for r in runs[:2]] == [0, 3]
@@ -276,7 +308,10 @@ def test_interrupt_exits_130_with_the_resume_line(tmp_path: Path, emulator_facto
     db = tmp_path / "w.duckdb"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mp_magic.cli", "fetch", "profiles", "slow", "--db", str(db)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         stdin=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
@@ -290,8 +325,9 @@ def test_interrupt_exits_130_with_the_resume_line(tmp_path: Path, emulator_facto
     assert run.stderr_lines[-1] == (
         f"mp: interrupted; resume with: mp fetch profiles slow --resume --db {db}"
     ), run
-    resumed = run_mp("fetch", "profiles", "slow", "--resume", "-p", "--db", str(db), env=env,
-                     timeout=180)
+    resumed = run_mp(
+        "fetch", "profiles", "slow", "--resume", "-p", "--db", str(db), env=env, timeout=180
+    )
     assert resumed.code == 0, resumed
     assert _count(db, "slow", env) == 3000
 
@@ -316,9 +352,21 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path, emulator_factory: Any) 
     reader.start()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "mp_magic.cli", "fetch", "profiles", "-p",
-             "--db", str(tmp_path / "w.duckdb")],
-            env=env, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "mp_magic.cli",
+                "fetch",
+                "profiles",
+                "-p",
+                "--db",
+                str(tmp_path / "w.duckdb"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
         )
     finally:
         os.close(slave)

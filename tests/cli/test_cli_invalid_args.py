@@ -45,8 +45,11 @@ FETCH_CASES: list[tuple[str, list[str], str]] = [
     ("output-properties-not-text", ["--output-properties", '["a", 1.5]'], "--output-properties"),
     ("output-properties-not-array", ["--output-properties", "[1"], "--output-properties"),
     ("distinct-id-empty", ["--distinct-id", " "], "--distinct-id"),
-    ("distinct-ids-too-many", ["--distinct-ids", TOO_MANY_IDS],
-     f"--distinct-ids: {MAX_DISTINCT_IDS + 1} ids is more than the {MAX_DISTINCT_IDS} allowed"),
+    (
+        "distinct-ids-too-many",
+        ["--distinct-ids", TOO_MANY_IDS],
+        f"--distinct-ids: {MAX_DISTINCT_IDS + 1} ids is more than the {MAX_DISTINCT_IDS} allowed",
+    ),
     ("distinct-ids-not-text", ["--distinct-ids", "[true]"], "--distinct-ids"),
     ("distinct-ids-empty-entry", ["--distinct-ids", '["a", ""]'], "--distinct-ids"),
     ("distinct-ids-bad-json", ["--distinct-ids", '["a",'], "--distinct-ids"),
@@ -58,14 +61,20 @@ FETCH_CASES: list[tuple[str, list[str], str]] = [
     ("as-of-not-a-time", ["--as-of-timestamp", "yesterday"], "--as-of-timestamp"),
     ("as-of-negative", ["--as-of-timestamp=-5"], "--as-of-timestamp"),
     ("as-of-milliseconds", ["--as-of-timestamp", "1735689600000000"], "--as-of-timestamp"),
-    ("include-all-users-not-bool", ["--cohort-id", "5", "--include-all-users", "maybe"],
-     "--include-all-users"),
+    (
+        "include-all-users-not-bool",
+        ["--cohort-id", "5", "--include-all-users", "maybe"],
+        "--include-all-users",
+    ),
     # EngageQuery: combinations
     ("distinct-id-and-ids", ["--distinct-id", "a", "--distinct-ids", "b,c"], "--distinct-ids"),
     ("behaviors-and-cohort", ["--behaviors", BEHAVIOR, "--cohort-id", "7"], "--behaviors"),
     ("include-all-users-without-cohort", ["--include-all-users"], "--include-all-users"),
-    ("include-all-users-false-without-cohort", ["--include-all-users", "false"],
-     "--include-all-users"),
+    (
+        "include-all-users-false-without-cohort",
+        ["--include-all-users", "false"],
+        "--include-all-users",
+    ),
     # workspace: names and tables
     ("name-with-dash", ["bad-name"], "bad-name"),
     ("name-starts-with-digit", ["1abc"], "1abc"),
@@ -115,8 +124,9 @@ def _check_refused(run: Any, expected: str) -> None:
     assert expected in lines[0], run
 
 
-@pytest.mark.parametrize(("args", "expected"), [c[1:] for c in FETCH_CASES],
-                         ids=[c[0] for c in FETCH_CASES])
+@pytest.mark.parametrize(
+    ("args", "expected"), [c[1:] for c in FETCH_CASES], ids=[c[0] for c in FETCH_CASES]
+)
 def test_invalid_fetch_is_refused_before_any_request(
     tmp_path: Path, workspace: Path, emulator_factory: Any, args: list[str], expected: str
 ) -> None:
@@ -129,8 +139,9 @@ def test_invalid_fetch_is_refused_before_any_request(
     assert snapshot(workspace) == before
 
 
-@pytest.mark.parametrize(("overrides", "expected"), [c[1:] for c in SETTINGS_CASES],
-                         ids=[c[0] for c in SETTINGS_CASES])
+@pytest.mark.parametrize(
+    ("overrides", "expected"), [c[1:] for c in SETTINGS_CASES], ids=[c[0] for c in SETTINGS_CASES]
+)
 def test_unusable_settings_are_refused(
     tmp_path: Path, workspace: Path, emulator_factory: Any, overrides: dict[str, str], expected: str
 ) -> None:
@@ -169,8 +180,9 @@ def test_db_in_a_missing_directory(tmp_path: Path, emulator_factory: Any) -> Non
 
 def test_table_exists_names_the_fix(tmp_path: Path, workspace: Path, emulator_factory: Any) -> None:
     emu = emulator_factory(profiles=50, page_size=10)
-    run = run_mp("fetch", "profiles", "existing", "--db", str(workspace),
-                 env=emulator_env(tmp_path, emu))
+    run = run_mp(
+        "fetch", "profiles", "existing", "--db", str(workspace), env=emulator_env(tmp_path, emu)
+    )
     _check_refused(run, "existing")
     assert "--append" in run.stderr and "--replace" in run.stderr, run
 
@@ -187,8 +199,16 @@ def test_table_exists_names_the_fix(tmp_path: Path, workspace: Path, emulator_fa
         (["tables", "--format", "csv"], "--format"),
         (["sql", "SELECT 1", "--format", "xml"], "--format"),
     ],
-    ids=["nothing", "unknown-command", "no-kind", "unknown-kind", "sql-without-query",
-         "export-without-path", "tables-bad-format", "sql-bad-format"],
+    ids=[
+        "nothing",
+        "unknown-command",
+        "no-kind",
+        "unknown-kind",
+        "sql-without-query",
+        "export-without-path",
+        "tables-bad-format",
+        "sql-bad-format",
+    ],
 )
 def test_invalid_command_lines(tmp_path: Path, args: list[str], expected: str) -> None:
     from mpcli_support import base_env

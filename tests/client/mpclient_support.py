@@ -10,8 +10,13 @@ from mp_magic.config import Credentials, Secret, Settings
 LEAKY_SECRET = "Zq9-very-secret-7Hx2Kp"
 
 # Fast retries: the policy is the same, the waits are milliseconds.
-FAST = {"backoff_base": 0.02, "backoff_cap": 0.1, "max_attempts": 3, "connect_timeout": 2.0,
-        "read_timeout": 5.0}
+FAST = {
+    "backoff_base": 0.02,
+    "backoff_cap": 0.1,
+    "max_attempts": 3,
+    "connect_timeout": 2.0,
+    "read_timeout": 5.0,
+}
 
 
 def stat(emu: Any, key: str) -> int:
@@ -31,5 +36,3 @@ def settings_for(emu: Any, *, secret: str | None = None, **overrides: Any) -> Se
         api_url=emu.url,
         **values,
     )
-
-

@@ -75,9 +75,7 @@ def test_hourly_message_reads_in_minutes_and_seconds():
     clock.now += 3600 - 723
     events: list[BudgetWait] = []
     take(budget, on_wait=events.append)
-    assert [e.message for e in events] == [
-        "query budget 60/3600 s used up; resuming in 12 min 3 s"
-    ]
+    assert [e.message for e in events] == ["query budget 60/3600 s used up; resuming in 12 min 3 s"]
 
 
 def test_rolling_window_frees_slots_one_by_one():

@@ -125,9 +125,18 @@ def _query_cases(emu: Any) -> dict[str, dict[str, Any]]:
 
 
 CASES = [
-    "where", "distinct_id", "distinct_ids", "distinct_ids_csv", "output_properties", "cohort_id",
-    "cohort_include_all_false", "cohort_include_all_true", "group_id", "as_of_timestamp",
-    "as_of_timestamp_int", "where_and_output",
+    "where",
+    "distinct_id",
+    "distinct_ids",
+    "distinct_ids_csv",
+    "output_properties",
+    "cohort_id",
+    "cohort_include_all_false",
+    "cohort_include_all_true",
+    "group_id",
+    "as_of_timestamp",
+    "as_of_timestamp_int",
+    "where_and_output",
 ]
 
 
@@ -146,8 +155,15 @@ def test_selective_parameters_really_select(client, emu):
     cases = _query_cases(emu)
     everyone = len(_sample(emu))
     sizes = {}
-    for case in ("where", "distinct_ids", "cohort_id", "distinct_id", "as_of_timestamp",
-                 "cohort_include_all_false", "cohort_include_all_true"):
+    for case in (
+        "where",
+        "distinct_ids",
+        "cohort_id",
+        "distinct_id",
+        "as_of_timestamp",
+        "cohort_include_all_false",
+        "cohort_include_all_true",
+    ):
         sizes[case] = len(list(client.export_profiles(**cases[case])))
         assert 0 < sizes[case] < everyone, case
     # include_all_users=false leaves out cohort members that have no profile
@@ -170,8 +186,11 @@ def test_params_merge_over_a_query(client, emu):
 
 def test_behaviors_with_as_of_timestamp(client, emu):
     behaviors = [{"name": "bought", "window": "30d", "event_selectors": [{"event": "Purchase"}]}]
-    params = {"behaviors": behaviors, "where": 'behaviors["bought"] > 0',
-              "as_of_timestamp": 1_900_000_000}
+    params = {
+        "behaviors": behaviors,
+        "where": 'behaviors["bought"] > 0',
+        "as_of_timestamp": 1_900_000_000,
+    }
     expected = emu.expected_profiles(EngageQuery.build(**params).to_form())
     assert 0 < len(expected) < 2500
     assert list(client.export_profiles(**params)) == expected
@@ -587,8 +606,9 @@ def test_secret_never_appears_in_errors_or_logs(emu, client_factory, caplog):
         seen += [str(error), repr(error), error.message, repr(error.args)]
         seen += [str(error.__cause__), str(error.__context__)]
         fault.times = 0  # retire it
-    wrong = MixpanelAPIClient(settings_for(emu, secret="wrong-" + LEAKY_SECRET),
-                              budget=QueryBudget())
+    wrong = MixpanelAPIClient(
+        settings_for(emu, secret="wrong-" + LEAKY_SECRET), budget=QueryBudget()
+    )
     with pytest.raises(AuthenticationError) as info:
         wrong.query_engage_page(0)
     wrong.close()
@@ -612,8 +632,7 @@ def test_budget_pacing_never_trips_the_servers_window(emulator_factory, client_f
     started = time.monotonic()
     first = client.query_engage_page(0, on_wait=waits.append)
     for i in range(11):
-        client.query_engage_page((i % 2) + 1, session_id=first["session_id"],
-                                 on_wait=waits.append)
+        client.query_engage_page((i % 2) + 1, session_id=first["session_id"], on_wait=waits.append)
     elapsed = time.monotonic() - started
     assert stat(emu, "rate_limited") == 0
     assert stat(emu, "requests") == 12
@@ -683,4 +702,3 @@ def test_no_retry_for_other_statuses(emu, client_factory):
         client.query_engage_page(0)
     assert info.value.status_code == 404
     assert stat(emu, "requests") == 1
-

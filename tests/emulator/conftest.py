@@ -21,9 +21,15 @@ class Api:
         self.emu = emu
         self.http = httpx.Client(base_url=emu.url, timeout=timeout)
 
-    def post(self, data: dict[str, Any] | None = None, *, path: str = ENGAGE,
-             params: dict[str, Any] | None = None, auth: Any = "default",
-             project: Any = "default") -> httpx.Response:
+    def post(
+        self,
+        data: dict[str, Any] | None = None,
+        *,
+        path: str = ENGAGE,
+        params: dict[str, Any] | None = None,
+        auth: Any = "default",
+        project: Any = "default",
+    ) -> httpx.Response:
         query = dict(params or {})
         if project == "default":
             query["project_id"] = self.emu.project_id
@@ -71,8 +77,9 @@ class Api:
 @pytest.fixture(scope="session")
 def emu() -> Iterator[EngageEmulator]:
     """A shared, well-behaved emulator (no limits, so tests can't starve each other)."""
-    cfg = EmulatorConfig(profiles=2500, seed=7, concurrent_limit=None,
-                         legacy_secret="legacy-s3cret")
+    cfg = EmulatorConfig(
+        profiles=2500, seed=7, concurrent_limit=None, legacy_secret="legacy-s3cret"
+    )
     with EngageEmulator(cfg) as running:
         yield running
 

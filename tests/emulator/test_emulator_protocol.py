@@ -155,8 +155,10 @@ def test_get_post_and_old_path_agree(api: Any) -> None:
     assert get.status_code == old.status_code == 200
     assert get.json()["results"] == old.json()["results"] == post["results"]
     # Query-string and body parameters merge (page/session_id in the URL, the rest in the body).
-    mixed = api.post({"where": 'properties["plan"] == "pro"'},
-                     params={"page": 0, "session_id": post["session_id"]})
+    mixed = api.post(
+        {"where": 'properties["plan"] == "pro"'},
+        params={"page": 0, "session_id": post["session_id"]},
+    )
     assert mixed.json()["results"] == post["results"]
     assert api.http.get("/api/query/other").status_code == 404
 
@@ -211,14 +213,15 @@ def test_filter_by_cohort_and_include_all_users(api: Any) -> None:
     assert len(without) == len(cohort.members)
     assert len(with_all) == len(cohort.members) + len(cohort.ghost_ids)
     assert 2500 / 4 * 0.85 < len(cohort.members) < 2500 / 4 * 1.15
-    ghosts = with_all[len(without):]
+    ghosts = with_all[len(without) :]
     assert all(g["$properties"] == {} for g in ghosts)
     assert [g["$distinct_id"] for g in ghosts] == list(cohort.ghost_ids)
     assert "filter_by_cohort" in api.error(400, {"filter_by_cohort": "{id: 3}"})
     assert "filter_by_cohort" in api.error(400, {"filter_by_cohort": "3"})
     assert "cohort" in api.error(400, {"filter_by_cohort": '{"id": 999}'})
-    assert "include_all_users" in api.error(400, {"filter_by_cohort": '{"id": 3}',
-                                                  "include_all_users": "maybe"})
+    assert "include_all_users" in api.error(
+        400, {"filter_by_cohort": '{"id": 3}', "include_all_users": "maybe"}
+    )
 
 
 def test_as_of_timestamp(api: Any) -> None:
@@ -229,24 +232,28 @@ def test_as_of_timestamp(api: Any) -> None:
     assert "as_of_timestamp" in api.error(400, {"as_of_timestamp": "2022-01-01"})
 
 
-BEHAVIORS = orjson.dumps([{"name": "bought", "window": "30d",
-                           "event_selectors": [{"event": "Purchase"}]}]).decode()
+BEHAVIORS = orjson.dumps(
+    [{"name": "bought", "window": "30d", "event_selectors": [{"event": "Purchase"}]}]
+).decode()
 
 
 def test_behaviors_and_the_uncached_rule(api: Any) -> None:
     where = 'behaviors["bought"] > 0'
     first = api.ok({"behaviors": BEHAVIORS, "where": where})
     assert 1000 < first["total"] < 2500
-    message = api.error(400, {"behaviors": BEHAVIORS, "where": where, "page": 1,
-                              "session_id": first["session_id"]})
+    message = api.error(
+        400, {"behaviors": BEHAVIORS, "where": where, "page": 1, "session_id": first["session_id"]}
+    )
     assert message == "request for page in uncached query for params"
-    cached = api.fetch_all({"behaviors": BEHAVIORS, "where": where,
-                            "as_of_timestamp": 1_800_000_000})
+    cached = api.fetch_all(
+        {"behaviors": BEHAVIORS, "where": where, "as_of_timestamp": 1_800_000_000}
+    )
     assert len(cached) == first["total"]
     counts = {api.emu.dataset.behavior_count("bought", int(p["$distinct_id"][5:])) for p in cached}
     assert counts and min(counts) > 0
-    small = api.fetch_all({"behaviors": BEHAVIORS,
-                           "where": where + ' and properties["plan"] == "pro"'})
+    small = api.fetch_all(
+        {"behaviors": BEHAVIORS, "where": where + ' and properties["plan"] == "pro"'}
+    )
     assert 0 < len(small) <= 1000
     assert "behaviors" in api.error(400, {"behaviors": BEHAVIORS, "filter_by_cohort": '{"id": 1}'})
     assert "behaviors" in api.error(400, {"behaviors": "[{"})
@@ -264,8 +271,11 @@ def test_expected_profiles_equals_paging(api: Any) -> None:
         {},
         {"where": 'properties["plan"] in ["pro", "enterprise"] and properties["ltv"] > 100'},
         {"filter_by_cohort": '{"id": 2}', "output_properties": '["$email", "plan"]'},
-        {"filter_by_cohort": '{"id": 5}', "include_all_users": "false",
-         "where": 'not defined(properties["$city"])'},
+        {
+            "filter_by_cohort": '{"id": 5}',
+            "include_all_users": "false",
+            "where": 'not defined(properties["$city"])',
+        },
         {"data_group_id": "company_id", "where": 'properties["employees"] > 100'},
         {"distinct_ids": '["user_000001", "user_002499", "x"]'},
         {"as_of_timestamp": "1600000000"},
@@ -285,10 +295,29 @@ def test_profiles_look_real(emu: EngageEmulator) -> None:
     keys: set[str] = set()
     for p in profiles:
         keys |= set(p["$properties"])
-    for key in ("$email", "$name", "$first_name", "$last_name", "$city", "$region",
-                "$country_code", "$timezone", "$created", "$last_seen", "$os", "$browser",
-                "plan", "ltv", "logins", "is_paying", "tags", "preferences", "score",
-                "nickname", "beta_cohort_flag"):
+    for key in (
+        "$email",
+        "$name",
+        "$first_name",
+        "$last_name",
+        "$city",
+        "$region",
+        "$country_code",
+        "$timezone",
+        "$created",
+        "$last_seen",
+        "$os",
+        "$browser",
+        "plan",
+        "ltv",
+        "logins",
+        "is_paying",
+        "tags",
+        "preferences",
+        "score",
+        "nickname",
+        "beta_cohort_flag",
+    ):
         assert key in keys, key
     assert any("$email" not in p["$properties"] for p in profiles)
     assert any("$city" not in p["$properties"] for p in profiles)
@@ -310,17 +339,19 @@ def test_profiles_look_real(emu: EngageEmulator) -> None:
 def test_determinism_same_seed_same_bytes() -> None:
     bodies = []
     for _ in range(2):
-        with EngageEmulator(EmulatorConfig(profiles=1500, seed=11)) as emu, httpx.Client(
-            base_url=emu.url, auth=(emu.username, emu.secret)
-        ) as http:
+        with (
+            EngageEmulator(EmulatorConfig(profiles=1500, seed=11)) as emu,
+            httpx.Client(base_url=emu.url, auth=(emu.username, emu.secret)) as http,
+        ):
             r0 = http.post(ENGAGE, params={"project_id": 1})
             sid = r0.json()["session_id"]
             r1 = http.post(ENGAGE, params={"project_id": 1}, data={"page": 1, "session_id": sid})
             bodies.append((r0.content, r1.content))
     assert bodies[0] == bodies[1]
-    with EngageEmulator(EmulatorConfig(profiles=1500, seed=12)) as other, httpx.Client(
-        base_url=other.url, auth=(other.username, other.secret)
-    ) as http:
+    with (
+        EngageEmulator(EmulatorConfig(profiles=1500, seed=12)) as other,
+        httpx.Client(base_url=other.url, auth=(other.username, other.secret)) as http,
+    ):
         assert http.post(ENGAGE, params={"project_id": 1}).content != bodies[0][0]
 
 
@@ -415,8 +446,11 @@ def test_hourly_retry_after_rounds_up_whole_seconds(make_api: Any) -> None:
 
 def test_fault_status_with_retry_after_and_times(api: Any) -> None:
     sid = api.ok()["session_id"]
-    api.emu.add_fault(Fault("status", pages={1}, times=2, status=503, retry_after=3,
-                            message="Service Unavailable"))
+    api.emu.add_fault(
+        Fault(
+            "status", pages={1}, times=2, status=503, retry_after=3, message="Service Unavailable"
+        )
+    )
     for _ in range(2):
         r = api.post({"page": 1, "session_id": sid})
         assert r.status_code == 503 and r.headers["Retry-After"] == "3"
@@ -428,8 +462,9 @@ def test_fault_status_with_retry_after_and_times(api: Any) -> None:
 def test_fault_slow_causes_read_timeout(api: Any) -> None:
     api.emu.add_fault(Fault("slow", pages={0}, times=1, delay=0.6))
     with pytest.raises(httpx.ReadTimeout):
-        api.http.post(ENGAGE, params={"project_id": 1}, auth=("emulator", "emulator-secret"),
-                      timeout=0.2)
+        api.http.post(
+            ENGAGE, params={"project_id": 1}, auth=("emulator", "emulator-secret"), timeout=0.2
+        )
     started = time.perf_counter()
     assert api.post().status_code == 200
     assert time.perf_counter() - started < 0.5
@@ -495,9 +530,22 @@ def test_cli_parses_hourly_limit_and_rejects_bad_config(capsys: pytest.CaptureFi
 
 def test_python_dash_m_serves_and_stops_on_sigterm() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mp_magic.emulator", "--port", "0", "--profiles", "50",
-         "--secret", "cli-secret", "--project-id", "9"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mp_magic.emulator",
+            "--port",
+            "0",
+            "--profiles",
+            "50",
+            "--secret",
+            "cli-secret",
+            "--project-id",
+            "9",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -505,10 +553,15 @@ def test_python_dash_m_serves_and_stops_on_sigterm() -> None:
         url = re.search(r"http://127\.0\.0\.1:\d+", first)
         assert url, first
         exports = [proc.stdout.readline().strip() for _ in range(5)][1:]
-        assert exports == [f"export MP_API_URL={url.group()}", "export MP_USERNAME=emulator",
-                           "export MP_SECRET=cli-secret", "export MP_PROJECT_ID=9"]
-        r = httpx.post(url.group() + ENGAGE, params={"project_id": 9},
-                       auth=("emulator", "cli-secret"))
+        assert exports == [
+            f"export MP_API_URL={url.group()}",
+            "export MP_USERNAME=emulator",
+            "export MP_SECRET=cli-secret",
+            "export MP_PROJECT_ID=9",
+        ]
+        r = httpx.post(
+            url.group() + ENGAGE, params={"project_id": 9}, auth=("emulator", "cli-secret")
+        )
         assert r.status_code == 200 and r.json()["total"] == 50
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -27,8 +27,9 @@ PROPS: dict[str, Any] = {
 
 def run(expr: str, props: dict[str, Any] | None = None) -> Any:
     counts = {"bought": {0: 2, 1: 0}}
-    return compile_where(expr).evaluate(PROPS if props is None else props, 0,
-                                        lambda name, i: counts[name][i])
+    return compile_where(expr).evaluate(
+        PROPS if props is None else props, 0, lambda name, i: counts[name][i]
+    )
 
 
 SEMANTICS: list[tuple[str, Any]] = [
@@ -70,7 +71,7 @@ SEMANTICS: list[tuple[str, Any]] = [
     ('"vip" in properties["tags"]', True),
     ('"gold" in properties["tags"]', False),
     ('properties["plan"] in ["pro", "enterprise"]', True),
-    ('7 in [1, 7]', True),
+    ("7 in [1, 7]", True),
     ('"7" in [1, 7]', False),
     ('"x" not in properties["tags"]', True),
     ('1 in properties["logins"]', UNDEFINED),
@@ -86,7 +87,7 @@ SEMANTICS: list[tuple[str, Any]] = [
     ('"ab" + "cd"', "abcd"),
     ('"ab" + 1', UNDEFINED),
     ('properties["logins"] - 2', 5),
-    ("- properties[\"logins\"]", -7),
+    ('- properties["logins"]', -7),
     ('-properties["plan"]', UNDEFINED),
     ("--3", 3),
     # boolean logic: undefined is false
@@ -157,8 +158,9 @@ PARSE_ERRORS: list[tuple[str, int, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("expr", "position", "text"), PARSE_ERRORS,
-                         ids=[e or "<empty>" for e, _, _ in PARSE_ERRORS])
+@pytest.mark.parametrize(
+    ("expr", "position", "text"), PARSE_ERRORS, ids=[e or "<empty>" for e, _, _ in PARSE_ERRORS]
+)
 def test_parse_errors_name_the_position(expr: str, position: int, text: str) -> None:
     with pytest.raises(WhereSyntaxError) as info:
         compile_where(expr)
@@ -170,8 +172,9 @@ def test_parse_errors_name_the_position(expr: str, position: int, text: str) -> 
 HTTP_ERRORS = [case for case in PARSE_ERRORS if case[0]]  # an empty where means "no filter"
 
 
-@pytest.mark.parametrize(("expr", "position", "text"), HTTP_ERRORS,
-                         ids=[e for e, _, _ in HTTP_ERRORS])
+@pytest.mark.parametrize(
+    ("expr", "position", "text"), HTTP_ERRORS, ids=[e for e, _, _ in HTTP_ERRORS]
+)
 def test_parse_errors_over_http_are_400(api: Any, expr: str, position: int, text: str) -> None:
     message = api.error(400, {"where": expr})
     assert f"at position {position}" in message
@@ -183,26 +186,35 @@ def _prop(p: dict[str, Any], name: str) -> Any:
 
 HTTP_CASES: list[tuple[str, Callable[[dict[str, Any]], bool]]] = [
     ('properties["plan"] == "pro"', lambda p: _prop(p, "plan") == "pro"),
-    ('properties["ltv"] > 1000 and properties["is_paying"] == true',
-     lambda p: _prop(p, "ltv") > 1000 and _prop(p, "is_paying") is True),
+    (
+        'properties["ltv"] > 1000 and properties["is_paying"] == true',
+        lambda p: _prop(p, "ltv") > 1000 and _prop(p, "is_paying") is True,
+    ),
     ('not defined(properties["$email"])', lambda p: "$email" not in p["$properties"]),
     ('"vip" in properties["tags"]', lambda p: "vip" in _prop(p, "tags")),
     ('"gmail" in properties["$email"]', lambda p: "gmail" in (_prop(p, "$email") or "")),
     ('properties["score"] == "n/a"', lambda p: _prop(p, "score") == "n/a"),
-    ('properties["score"] >= 50', lambda p: not isinstance(_prop(p, "score"), str)
-     and _prop(p, "score") >= 50),
-    ('properties["$created"] < datetime("2020-01-01")',
-     lambda p: _prop(p, "$created") < "2020-01-01T00:00:00"),
-    ('properties["$country_code"] in ["US", "CA"] or properties["logins"] % 100 == 0',
-     lambda p: _prop(p, "$country_code") in ("US", "CA") or _prop(p, "logins") % 100 == 0),
+    (
+        'properties["score"] >= 50',
+        lambda p: not isinstance(_prop(p, "score"), str) and _prop(p, "score") >= 50,
+    ),
+    (
+        'properties["$created"] < datetime("2020-01-01")',
+        lambda p: _prop(p, "$created") < "2020-01-01T00:00:00",
+    ),
+    (
+        'properties["$country_code"] in ["US", "CA"] or properties["logins"] % 100 == 0',
+        lambda p: _prop(p, "$country_code") in ("US", "CA") or _prop(p, "logins") % 100 == 0,
+    ),
     ('defined(properties["beta_cohort_flag"])', lambda p: "beta_cohort_flag" in p["$properties"]),
     ('string(properties["logins"]) + "x" == "0x"', lambda p: _prop(p, "logins") == 0),
 ]
 
 
 @pytest.mark.parametrize(("expr", "truth"), HTTP_CASES, ids=[e for e, _ in HTTP_CASES])
-def test_where_over_http_matches_python_truth(api: Any, expr: str,
-                                              truth: Callable[[dict[str, Any]], bool]) -> None:
+def test_where_over_http_matches_python_truth(
+    api: Any, expr: str, truth: Callable[[dict[str, Any]], bool]
+) -> None:
     expected = [p for p in api.emu.dataset.profiles if truth(p)]
     served = api.fetch_all({"where": expr})
     assert served == expected

@@ -33,8 +33,17 @@ from mp_magic.workspace import Workspace, set_default_workspace
 EXT = "mp_magic" if hasattr(mp_magic, "load_ipython_extension") else "mp_magic.magics"
 PROFILES = 250
 PAGE = 100
-ENV = ("MP_USERNAME", "MP_SECRET", "MP_PROJECT_ID", "MP_REGION", "MP_API_URL", "MP_WORKSPACE_ID",
-       "MP_QUERY_BUDGET", "MP_ALLOW_INSECURE_HTTP", "MP_PROGRESS")
+ENV = (
+    "MP_USERNAME",
+    "MP_SECRET",
+    "MP_PROJECT_ID",
+    "MP_REGION",
+    "MP_API_URL",
+    "MP_WORKSPACE_ID",
+    "MP_QUERY_BUDGET",
+    "MP_ALLOW_INSECURE_HTTP",
+    "MP_PROGRESS",
+)
 
 
 def _reset(shell: InteractiveShell) -> None:
@@ -47,8 +56,9 @@ def _reset(shell: InteractiveShell) -> None:
 
 
 @pytest.fixture
-def ip(shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-       ) -> Iterator[InteractiveShell]:
+def ip(
+    shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[InteractiveShell]:
     for name in ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MP_CONFIG_FILE", str(tmp_path / "no-such-config.toml"))
@@ -171,15 +181,19 @@ def test_cell_magic_body_where_ids_and_behaviors(ip: InteractiveShell) -> None:
     )
     frame = ip.run_cell_magic("mp_profiles", "pros", body)
     ws = ws_of(ip)
-    want = expected(ws, where='properties["plan"] == "pro" and properties["logins"] > 5',
-                    output_properties="plan,logins")
+    want = expected(
+        ws,
+        where='properties["plan"] == "pro" and properties["logins"] > 5',
+        output_properties="plan,logins",
+    )
     assert 0 < len(want) < PROFILES
     assert sorted(frame["distinct_id"]) == sorted(want)
     assert ip.user_ns["pros"] is frame
 
     ids = list(frame["distinct_id"][:3])
     listed = ip.run_cell_magic(
-        "mp_profiles", "listed",
+        "mp_profiles",
+        "listed",
         f"distinct_ids:\n    {ids[0]}\n    {ids[1]},\n\n    # one more\n    {ids[2]}\n",
     )
     assert sorted(listed["distinct_id"]) == sorted(ids)
@@ -193,7 +207,8 @@ def test_cell_magic_body_where_ids_and_behaviors(ip: InteractiveShell) -> None:
     )
     frame = ip.run_cell_magic("mp_profiles", "buyers", behaviors)
     want = expected(
-        ws, where='behaviors["bought"] > 0',
+        ws,
+        where='behaviors["bought"] > 0',
         behaviors=[{"name": "bought", "window": "30d", "event_selectors": [{"event": "Purchase"}]}],
     )
     assert 0 < len(want) < PROFILES
@@ -220,8 +235,9 @@ def test_braces_take_values_from_the_notebook(ip: InteractiveShell) -> None:
     meta = ws.metadata("pros")
     assert meta.filter_where == 'properties["plan"] == "pro"'
     assert meta.filter_as_of_timestamp == 1735689600
-    assert len(frame) == len(expected(ws, where='properties["plan"] == "pro"',
-                                      as_of_timestamp=1735689600))
+    assert len(frame) == len(
+        expected(ws, where='properties["plan"] == "pro"', as_of_timestamp=1735689600)
+    )
 
     ip.user_ns["beh"] = [{"name": "bought", "window": "30d", "event_selectors": [{"event": "x"}]}]
     frame = run(ip, "%mp_profiles --table b --behaviors {beh} --where 'behaviors[\"bought\"] > 0'")
@@ -235,8 +251,11 @@ def test_braces_take_values_from_the_notebook(ip: InteractiveShell) -> None:
 
 
 def test_braces_inside_a_function_see_its_locals(ip: InteractiveShell) -> None:
-    run(ip, "def grab():\n    mine = ['user_000020']\n"
-            "    frame = %mp_profiles --table f --distinct-ids {mine}\n    return frame\n")
+    run(
+        ip,
+        "def grab():\n    mine = ['user_000020']\n"
+        "    frame = %mp_profiles --table f --distinct-ids {mine}\n    return frame\n",
+    )
     frame = run(ip, "grab()")
     assert list(frame["distinct_id"]) == ["user_000020"]
 
@@ -255,11 +274,13 @@ BAD = [
     ("--workers 0", None, "--workers: must be at least 1"),
     ("--workers many", None, "--workers: takes a whole number"),
     ("--cohort-id abc", None, "--cohort-id: expected a whole number"),
-    ("--distinct-ids " + ",".join(f"u{i}" for i in range(2001)), None,
-     "--distinct-ids: 2001 ids is more than the 2000 allowed per query"),
+    (
+        "--distinct-ids " + ",".join(f"u{i}" for i in range(2001)),
+        None,
+        "--distinct-ids: 2001 ids is more than the 2000 allowed per query",
+    ),
     ("--distinct-id a --distinct-ids b", None, "--distinct-ids: give either"),
-    ("--behaviors '[{\"name\": \"b\"}]' --cohort-id 3", None,
-     "--behaviors: behaviors and cohort_id"),
+    ('--behaviors \'[{"name": "b"}]\' --cohort-id 3', None, "--behaviors: behaviors and cohort_id"),
     ("--behaviors 'not json'", None, "--behaviors: is not valid JSON"),
     ("--as-of-timestamp 1735689600000", None, "--as-of-timestamp: 1735689600000 is past year 9999"),
     ("--include-all-users", None, "--include-all-users: only applies to a cohort"),
@@ -339,8 +360,19 @@ def test_help_prints_options_and_the_cell_body_grammar(
 ) -> None:
     assert ip.run_line_magic("mp_profiles", "--help") is None
     out = capsys.readouterr().out
-    for flag in ("--where", "--distinct-ids", "--behaviors", "--as-of-timestamp", "--parallel",
-                 "--workers", "--append", "--resume", "--table", "--no-progress", "--quiet"):
+    for flag in (
+        "--where",
+        "--distinct-ids",
+        "--behaviors",
+        "--as-of-timestamp",
+        "--parallel",
+        "--workers",
+        "--append",
+        "--resume",
+        "--table",
+        "--no-progress",
+        "--quiet",
+    ):
         assert flag in out
     assert "Cell body (%%mp_profiles)" in out
     assert ws_of(ip).emulator is None  # nothing started
@@ -358,8 +390,12 @@ def test_failed_pages_summary_and_resume(
     # with every MpMagic setting at its default the magic uses the kernel's default workspace
     ip.run_line_magic("config", "MpMagic.emulator = {}")
     ip.run_line_magic("config", "MpMagic.query_budget = None")
-    ws = Workspace(emulator={"profiles": PROFILES, "page_size": PAGE}, query_budget="1000/3600",
-                   max_attempts=1, backoff_base=0.01)
+    ws = Workspace(
+        emulator={"profiles": PROFILES, "page_size": PAGE},
+        query_budget="1000/3600",
+        max_attempts=1,
+        backoff_base=0.01,
+    )
     set_default_workspace(ws)
     ip.run_line_magic("mp_profiles", "seed --distinct-id user_000001")
     assert ws_of(ip) is ws

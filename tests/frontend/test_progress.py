@@ -42,25 +42,48 @@ class FakeClock:
 
 def plan(pages: int = 40, profiles: int = 39_871, workers: int = 1) -> FetchPlan:
     return FetchPlan(
-        table="profiles", total_profiles=profiles, page_size=1000, total_pages=pages,
-        workers=workers, budget_remaining=60,
+        table="profiles",
+        total_profiles=profiles,
+        page_size=1000,
+        total_pages=pages,
+        workers=workers,
+        budget_remaining=60,
     )
 
 
-def batch(done: int, failed: int = 0, *, total: int = 40, rows: int | None = None,
-          elapsed: float = 10.0, waited: float = 0.0, success: bool = True,
-          error: str | None = None, page: int | None = None) -> ProfileBatchProgress:
+def batch(
+    done: int,
+    failed: int = 0,
+    *,
+    total: int = 40,
+    rows: int | None = None,
+    elapsed: float = 10.0,
+    waited: float = 0.0,
+    success: bool = True,
+    error: str | None = None,
+    page: int | None = None,
+) -> ProfileBatchProgress:
     return ProfileBatchProgress(
-        page_index=done - 1 if page is None else page, total_pages=total, rows=1000,
-        success=success, error=error, pages_done=done, pages_failed=failed,
-        rows_total=rows if rows is not None else done * 1000 - 500, expected_rows=39_871,
-        elapsed_seconds=elapsed, waited_seconds=waited,
+        page_index=done - 1 if page is None else page,
+        total_pages=total,
+        rows=1000,
+        success=success,
+        error=error,
+        pages_done=done,
+        pages_failed=failed,
+        rows_total=rows if rows is not None else done * 1000 - 500,
+        expected_rows=39_871,
+        elapsed_seconds=elapsed,
+        waited_seconds=waited,
     )
 
 
 def done_result(**changes: object) -> FetchResult:
     values: dict[str, object] = dict(
-        table="profiles", rows=39_871, duration_seconds=48.2, fetched_at=NOW,
+        table="profiles",
+        rows=39_871,
+        duration_seconds=48.2,
+        fetched_at=NOW,
         successful_pages=40,
     )
     values.update(changes)
@@ -90,8 +113,13 @@ def test_result_summary_done_partial_interrupted() -> None:
         "interrupted: 12/40 pages, 12,000 rows kept"
     )
     parallel = ParallelProfileFetchResult(
-        table="t", total_rows=5, successful_pages=1, failed_pages=0, failed_page_indices=(),
-        duration_seconds=0.25, fetched_at=NOW,
+        table="t",
+        total_rows=5,
+        successful_pages=1,
+        failed_pages=0,
+        failed_page_indices=(),
+        duration_seconds=0.25,
+        fetched_at=NOW,
     )
     assert result_summary(parallel) == "done: 1 page, 5 rows in 0.2 s"
 
@@ -123,8 +151,9 @@ def test_text_progress_throttles_but_keeps_failures_waits_notices_and_last_page(
     p.wait(BudgetWait(seconds=723, reason="hourly", message="60/3600 s"))
     p.notice("asked for 8 workers; capped at 5")
     p.batch(batch(4, 1, total=5))  # the last page: always shown
-    p.finish(done_result(successful_pages=4, failed_page_indices=(3,), status="partial",
-                         rows=4_000))
+    p.finish(
+        done_result(successful_pages=4, failed_page_indices=(3,), status="partial", rows=4_000)
+    )
     text = out.getvalue()
     assert text.count("pages 1/5") == 1 and "pages 2/5" not in text and "pages 3/5" not in text
     assert "page 3 failed: HTTP 500: boom" in text

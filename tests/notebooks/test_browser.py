@@ -64,8 +64,12 @@ def _unavailable(reason: str) -> None:
 
 
 def _chromium() -> str:
-    candidates = [os.environ.get("CHROMIUM_PATH", ""), "/usr/bin/chromium",
-                  shutil.which("chromium") or "", shutil.which("chromium-browser") or ""]
+    candidates = [
+        os.environ.get("CHROMIUM_PATH", ""),
+        "/usr/bin/chromium",
+        shutil.which("chromium") or "",
+        shutil.which("chromium-browser") or "",
+    ]
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
@@ -96,7 +100,9 @@ def _write_lab_settings(settings_dir: Path) -> None:
     """Start the notebook's kernel without asking; no news or update toasts over the notebook."""
     settings = {
         ("apputils-extension", "notification"): {
-            "fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True,
+            "fetchNews": "false",
+            "checkForUpdates": False,
+            "doNotDisturbMode": True,
         },
         ("notebook-extension", "tracker"): {"autoStartDefaultKernel": True},
     }
@@ -136,7 +142,9 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     token = secrets.token_hex(16)
     log = tmp_path / "jupyterlab.log"
     command = [
-        sys.executable, "-m", "jupyterlab",
+        sys.executable,
+        "-m",
+        "jupyterlab",
         "--no-browser",
         f"--ServerApp.token={token}",
         "--ServerApp.ip=127.0.0.1",
@@ -152,7 +160,11 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         command.append("--allow-root")
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            command, cwd=root, env=env, stdout=sink, stderr=subprocess.STDOUT,
+            command,
+            cwd=root,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kernels die with it
         )
     server = Lab(url=f"http://127.0.0.1:{port}", token=token, process=process, log=log)
@@ -166,8 +178,10 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
                     break
             except (urllib.error.URLError, OSError):
                 if time.monotonic() > deadline:
-                    pytest.fail(f"JupyterLab did not answer in {SERVER_START_TIMEOUT:.0f}s:\n"
-                                f"{server.tail()}")
+                    pytest.fail(
+                        f"JupyterLab did not answer in {SERVER_START_TIMEOUT:.0f}s:\n"
+                        f"{server.tail()}"
+                    )
                 time.sleep(0.3)
         yield server
     finally:
@@ -225,8 +239,9 @@ def _browser_page() -> Iterator[Any]:
     executable = _chromium()
     with sync_playwright() as pw:
         try:
-            browser = pw.chromium.launch(executable_path=executable, headless=True,
-                                         args=CHROMIUM_ARGS)
+            browser = pw.chromium.launch(
+                executable_path=executable, headless=True, args=CHROMIUM_ARGS
+            )
         except Exception as exc:
             _unavailable(f"Chromium at {executable} does not start: {exc}")
         try:
@@ -315,8 +330,9 @@ def test_fetch_form_renders_and_its_button_fetches(lab: Lab) -> None:
             assert form.query_selector(".mp-form-preview table.dataframe") is not None
 
             # a real click (a comm message from the browser) on the form's Fetch button
-            page.evaluate("() => document.querySelector('.mp-fetch-form')"
-                          ".scrollIntoView({block: 'start'})")
+            page.evaluate(
+                "() => document.querySelector('.mp-fetch-form').scrollIntoView({block: 'start'})"
+            )
             table = page.locator(".mp-fetch-form .mp-form-field-table input")
             table.fill("clicked_users")
             table.press("Tab")
@@ -331,16 +347,18 @@ def test_fetch_form_renders_and_its_button_fetches(lab: Lab) -> None:
             # invalid input typed into a field: the message appears, Fetch is disabled
             field = page.locator(".mp-form-field-include_all_users select")
             field.select_option(label="true")
-            page.wait_for_selector(".mp-form-error-include_all_users:has-text('add cohort_id')",
-                                   timeout=30_000)
+            page.wait_for_selector(
+                ".mp-form-error-include_all_users:has-text('add cohort_id')", timeout=30_000
+            )
             page.wait_for_function(
                 "() => document.querySelector('.mp-fetch-form .mp-form-fetch').disabled",
                 timeout=30_000,
             )
             with contextlib.suppress(Exception):
                 page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
-            page.evaluate("() => document.querySelector('.mp-fetch-form')"
-                          ".scrollIntoView({block: 'start'})")
+            page.evaluate(
+                "() => document.querySelector('.mp-fetch-form').scrollIntoView({block: 'start'})"
+            )
             page.wait_for_timeout(500)
             page.screenshot(path=str(ARTIFACTS / "screenshots" / "fetch_form.png"))
         except BaseException:

@@ -97,9 +97,7 @@ def test_notebook_runs_top_to_bottom(
         if "expect-dataframe" in cell.metadata.get("tags", []):
             checked += 1
             html = [
-                o["data"]["text/html"]
-                for o in cell.outputs
-                if "text/html" in (o.get("data") or {})
+                o["data"]["text/html"] for o in cell.outputs if "text/html" in (o.get("data") or {})
             ]
             assert html, f"{where}: expected a DataFrame, got {cell.outputs}"
             shown = "\n".join(html)
