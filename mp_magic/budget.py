@@ -29,7 +29,10 @@ from contextlib import AbstractContextManager
 
 from .config import QueryBudgetSpec, Settings
 from .exceptions import FetchCancelledError
+from .text import format_duration
 from .types import BudgetWait, WaitReason
+
+__all__ = ["QueryBudget", "default_margin", "format_duration", "shared_budget"]
 
 Clock = Callable[[], float]
 Sleeper = Callable[[float, "threading.Event | None"], None]
@@ -55,20 +58,6 @@ def default_margin(seconds: float) -> float:
     short test window noticeably slower.
     """
     return min(2.0, 0.05 + 0.01 * seconds)
-
-
-def format_duration(seconds: float) -> str:
-    """``723.4`` → ``"12 min 3 s"``; ``0.4`` → ``"0.4 s"``; ``7260`` → ``"2 h 1 min"``."""
-    if seconds < 10:
-        return f"{max(seconds, 0.0):.1f} s"
-    total = math.ceil(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    if minutes:
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    return f"{secs} s"
 
 
 def _default_sleep(seconds: float, cancel: threading.Event | None) -> None:

@@ -49,6 +49,7 @@ from .exceptions import (
     TableNotFoundError,
 )
 from .query import engage_params, flag_for
+from .text import one_line
 
 if TYPE_CHECKING:
     from .types import (
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AuthenticationError as exc:
         _debug_traceback(debug)
         _say(
-            f"authentication failed: {_one_line(exc)} "
+            f"authentication failed: {one_line(exc)} "
             "(check MP_USERNAME, MP_SECRET and MP_PROJECT_ID)"
         )
         return EXIT_AUTH
@@ -145,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except Exception as exc:  # the contract: one line, no traceback unless --debug
         _debug_traceback(debug)
-        _say(f"error: {_one_line(exc) or type(exc).__name__}")
+        _say(f"error: {one_line(exc) or type(exc).__name__}")
         return EXIT_ERROR
 
 
@@ -414,7 +415,7 @@ class _CliReporter:
         if self._bar is not None:
             self._bar.notice(message)
         elif not self._quiet:
-            _say(_one_line(message))
+            _say(one_line(message))
 
     def finish(self, result: FetchResult | ParallelProfileFetchResult) -> None:
         self._announce()  # a fetch that needed no request still says where it would have gone
@@ -485,7 +486,7 @@ def _cmd_sql(ns: argparse.Namespace) -> int:
             refused = _sql_error(exc)
             if refused is None:
                 raise
-            raise ArgumentSpecError(f"SQL: {_one_line(refused)}") from exc
+            raise ArgumentSpecError(f"SQL: {one_line(refused)}") from exc
     _out(_render_frame(frame, ns.format))
     return EXIT_OK
 
@@ -657,7 +658,7 @@ def _one_line_warnings() -> Iterator[None]:
         file: TextIO | None = None,
         line: str | None = None,
     ) -> None:
-        _say(f"warning: {_one_line(message)}")
+        _say(f"warning: {one_line(message)}")
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")
@@ -668,17 +669,12 @@ def _one_line_warnings() -> Iterator[None]:
 def _usage_message(exc: BaseException) -> str:
     """One line naming the offending argument by the flag the user typed."""
     if isinstance(exc, QueryValidationError):
-        return f"{flag_for(exc.parameter)}: {_one_line(exc.reason)}"
+        return f"{flag_for(exc.parameter)}: {one_line(exc.reason)}"
     if isinstance(exc, InvalidTableNameError | TableExistsError | TableNotFoundError):
-        text = _one_line(exc)
+        text = one_line(exc)
         text = text.replace("append=True", "--append").replace("replace=True", "--replace")
         return text if text.startswith(("NAME", "TABLE")) else f"NAME: {text}"
-    return _one_line(exc)
-
-
-def _one_line(value: object) -> str:
-    """Messages are one line by contract; a stray newline from below must not break that."""
-    return " ".join(str(value).split())
+    return one_line(exc)
 
 
 def _say(message: str) -> None:

@@ -27,7 +27,7 @@ import httpx
 import msgspec
 import orjson
 
-from .budget import QueryBudget, format_duration, shared_budget
+from .budget import QueryBudget, shared_budget
 from .config import Secret, Settings
 from .exceptions import (
     APIError,
@@ -44,6 +44,7 @@ from .exceptions import (
     TransportError,
 )
 from .query import EngageQuery
+from .text import format_duration
 from .types import BudgetWait, PageHead, WaitReason
 
 logger = logging.getLogger(__name__)

@@ -56,7 +56,7 @@ def fetch_form(workspace: Workspace | None = None, *, table: str = "profiles") -
     return FetchForm(workspace, table=table)
 
 
-def _one_line(exc: BaseException) -> str:
+def _error_text(exc: BaseException) -> str:
     """An exception as the single line the form shows (our messages are written to stand alone)."""
     text = str(exc).strip().splitlines()
     message = text[0] if text else ""
@@ -401,7 +401,7 @@ class FetchForm:
             self._show_preview(frame)
             self._set_status(*self._summary(result, table, parallel))
         except Exception as exc:  # the form's contract: one line, never a traceback
-            self.error = _one_line(exc)
+            self.error = _error_text(exc)
             self._set_status("error", self.error)
         finally:
             self._fetching = False

@@ -48,6 +48,7 @@ from .exceptions import (
     TableNotFoundError,
 )
 from .query import engage_params, flag_for, parameter_names
+from .text import one_line
 from .types import AnyFetchResult
 
 if TYPE_CHECKING:
@@ -279,25 +280,21 @@ def substitute(value: Any, namespaces: tuple[Mapping[str, Any], ...]) -> Any:
 _SETTING_TRAITS = {"MP_QUERY_BUDGET": "query_budget", "MP_REGION": "region"}
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def _error_line(exc: BaseException, *, body: Mapping[str, BodyValue] | None = None) -> str:
     """One line naming the option (as the user spelled it: flag or cell-body name) and the fix."""
     if isinstance(exc, QueryValidationError):
         entry = (body or {}).get(exc.parameter)
         where = f"`{exc.parameter}:` (cell line {entry.line})" if entry else flag_for(exc.parameter)
-        return _one_line(f"{where}: {exc.reason}")
+        return one_line(f"{where}: {exc.reason}")
     if isinstance(exc, APIError):
-        return _one_line(f"fetch failed: {exc}")
-    return _one_line(str(exc))
+        return one_line(f"fetch failed: {exc}")
+    return one_line(str(exc))
 
 
 def _name_check(name: str, option: str) -> str:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise UsageError(
-            _one_line(f"{option}: " + str(InvalidTableNameError(name, "is not a plain identifier")))
+            one_line(f"{option}: " + str(InvalidTableNameError(name, "is not a plain identifier")))
         )
     return name
 
@@ -367,7 +364,7 @@ class MpMagic(Magics):
             trait = _SETTING_TRAITS.get(exc.setting)
             if trait is not None and getattr(self, trait) is not None:
                 raise UsageError(
-                    _one_line(
+                    one_line(
                         f"MpMagic.{trait}: {exc.reason} (change it with %config MpMagic.{trait})"
                     )
                 ) from None
@@ -608,7 +605,7 @@ class MpMagic(Magics):
             if not _is_duckdb_error(exc):
                 raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UsageError(_one_line(f"SQL: {first}")) from None
+            raise UsageError(one_line(f"SQL: {first}")) from None
         if dest is not None:
             self._assign(dest, frame)
         return frame
@@ -642,7 +639,7 @@ class MpMagic(Magics):
         except MpMagicError as exc:
             raise UsageError(_error_line(exc)) from None
         except OSError as exc:
-            raise UsageError(_one_line(f"PATH {str(path)!r}: {exc.strerror or exc}")) from None
+            raise UsageError(one_line(f"PATH {str(path)!r}: {exc.strerror or exc}")) from None
         print(f"exported table {table} to {written}")
 
     @line_magic
@@ -754,7 +751,7 @@ def summary_line(
     result: AnyFetchResult, *, table: str, mode: str, table_rows: int, emulator: bool
 ) -> str:
     """The one line printed after a fetch: what landed where, what failed and how to retry."""
-    from .progress import format_duration, plural
+    from .text import format_duration, plural
 
     page_text = plural(result.successful_pages, "page")
     took = format_duration(result.duration_seconds)

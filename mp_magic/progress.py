@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from .text import format_duration, plural
 from .types import (
     AnyFetchResult,
     BudgetWait,
@@ -54,27 +55,6 @@ Clock = Callable[[], float]
 
 
 # -- formatting shared by the text and widget views ------------------------------------------------
-
-
-def format_duration(seconds: float) -> str:
-    """``3.2 s``, ``35 s``, ``12 min 3 s``, ``2 h 5 min``: short enough for one progress line."""
-    seconds = max(0.0, seconds)
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        minutes, secs = divmod(whole, 60)
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    hours, rest = divmod(whole, 3600)
-    minutes = rest // 60
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-
-
-def plural(count: int, word: str) -> str:
-    """``1 row``, ``2,500 rows``."""
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
 def _wait_label(event: BudgetWait) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 import duckdb
 
-from ..budget import QueryBudget, format_duration
+from ..budget import QueryBudget
 from ..client import MixpanelAPIClient
 from ..exceptions import (
     APIError,
@@ -43,6 +43,7 @@ from ..exceptions import (
 )
 from ..query import EngageQuery
 from ..storage import FetchMode, FetchState, PageBatch, StorageEngine
+from ..text import format_duration
 from ..types import (
     AnyFetchResult,
     BudgetWait,
