@@ -28,6 +28,7 @@ from .exceptions import (
     TransportError,
 )
 from .query import EngageQuery
+from .request import FetchRequest
 from .types import (
     BudgetWait,
     FetchPlan,
@@ -36,12 +37,28 @@ from .types import (
     ProfileBatchProgress,
     TableMetadata,
 )
-from .workspace import Workspace, default_workspace
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
     from .form import FetchForm
+    from .workspace import Workspace, default_workspace
+
+_LAZY = {"Workspace": "workspace", "default_workspace": "workspace"}
+"""Names whose modules load DuckDB, pandas, pyarrow and httpx: imported on first use, so
+``import mp_magic`` and ``mp --help`` stay quick."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mp_magic' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 
@@ -74,6 +91,7 @@ __all__ = [
     "EngageQuery",
     "FetchCancelledError",
     "FetchPlan",
+    "FetchRequest",
     "FetchResult",
     "InvalidTableNameError",
     "MalformedResponseError",

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable
 from typing import Any, NoReturn
 
-from .exceptions import MpMagicError
+from .exceptions import MpMagicError, QueryValidationError
 from .query import EngageQuery, engage_params, parameter_names
-
-MAX_WORKERS = 5
+from .request import FetchRequest, fetch_options
+from .request import defaults as request_defaults
 
 
 class ArgumentSpecError(MpMagicError, ValueError):
@@ -72,40 +73,56 @@ def add_query_arguments(parser: argparse.ArgumentParser) -> None:
             )
 
 
-def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"takes a whole number from 1 to {MAX_WORKERS}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (the API allows {MAX_WORKERS})")
-    return value
+def add_fetch_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
+    """One option per command-line fetch option of `FetchRequest` (those declared with a flag).
 
-
-def add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options about how a fetch runs and where it lands (shared by the magic and the CLI)."""
+    The values are checked by `FetchRequest` itself, like those of every other front end.
+    """
     group = parser.add_argument_group("fetch")
-    group.add_argument("--parallel", "-p", action="store_true", help="Fetch up to 5 pages at once.")
-    group.add_argument(
-        "--workers",
-        type=_workers,
-        default=None,
-        metavar="N",
-        help=f"Parallel workers (default {MAX_WORKERS}; more are capped at {MAX_WORKERS} with a warning).",
-    )
-    group.add_argument("--append", action="store_true", help="Add to an existing table.")
-    group.add_argument(
-        "--resume",
-        action="store_true",
-        help="Continue an interrupted or partial fetch of the table: only missing and failed pages.",
-    )
-    group.add_argument(
-        "--no-wait",
-        dest="wait_for_budget",
-        action="store_false",
-        help="Stop as partial instead of waiting when the hourly query budget is used up "
-        "(resume later with --resume).",
-    )
+    for name, spec in fetch_options():
+        if not spec.flag or name in skip:
+            continue
+        flags = [spec.flag, *([spec.short] if spec.short else [])]
+        if spec.kind == "flag":
+            default = request_defaults()[name]
+            action = "store_false" if default is True else "store_true"
+            group.add_argument(*flags, dest=name, action=action, default=default, help=spec.help)
+        else:  # text here; `fetch_option_values` converts it, after any {name} substitution
+            group.add_argument(
+                *flags, dest=name, default=None, metavar=spec.metavar, help=spec.help
+            )
+
+
+def fetch_option_values(
+    namespace: argparse.Namespace, substitute: Callable[[Any], Any] = lambda value: value
+) -> dict[str, Any]:
+    """The fetch options a parsed command line gave (``table`` is each front end's own).
+
+    Whole-number options arrive as text (or, from a notebook variable, as a number) and are
+    converted here, naming the option when the text is not a number.
+    """
+    values: dict[str, Any] = {}
+    for name, spec in fetch_options():
+        if not spec.flag or name == "table" or not hasattr(namespace, name):
+            continue
+        value = getattr(namespace, name)
+        if spec.kind == "int" and value is not None:
+            value = substitute(value)
+            if isinstance(value, str):
+                text = value.strip()
+                if not re.fullmatch(r"[+-]?\d+", text):
+                    raise QueryValidationError(name, f"takes a whole number, got {value!r}")
+                value = int(text)
+        values[name] = value
+    return values
+
+
+def request_from_namespace(
+    namespace: argparse.Namespace, *, table: str, **overrides: Any
+) -> FetchRequest:
+    """The validated request from parsed options (errors name the field; see `flag_for`)."""
+    options = {**fetch_option_values(namespace), **overrides}
+    return FetchRequest(table=table, query=query_from_namespace(namespace), **options)
 
 
 def query_from_namespace(namespace: argparse.Namespace) -> EngageQuery:

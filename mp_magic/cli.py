@@ -37,7 +37,7 @@ from .argspec import (
     SpecParser,
     add_fetch_arguments,
     add_query_arguments,
-    query_from_namespace,
+    request_from_namespace,
 )
 from .exceptions import (
     AuthenticationError,
@@ -48,7 +48,7 @@ from .exceptions import (
     TableExistsError,
     TableNotFoundError,
 )
-from .query import engage_params, flag_for
+from .request import flag_for
 from .text import one_line
 
 if TYPE_CHECKING:
@@ -195,12 +195,7 @@ def build_parser() -> SpecParser:
         metavar="NAME",
         help=f"Table to write (default {DEFAULT_TABLE!r}).",
     )
-    add_fetch_arguments(profiles)
-    _group(profiles, "fetch").add_argument(
-        "--replace",
-        action="store_true",
-        help="Replace an existing table (the old one stays until the new one is complete).",
-    )
+    add_fetch_arguments(profiles, skip=("table",))
     add_query_arguments(profiles)
     _add_common(profiles, formats=("json", "table"), default_format="json")
     _group(profiles, "output and workspace").add_argument(
@@ -293,8 +288,7 @@ def default_db_path() -> Path:
 
 
 def _cmd_fetch_profiles(ns: argparse.Namespace) -> int:
-    _check_fetch_options(ns)
-    query = None if ns.resume else query_from_namespace(ns)
+    request = request_from_namespace(ns, table=ns.name)  # refused here: nothing opened or sent
     db = _db_path(ns, must_exist=False)
     resume_hint = f"interrupted; resume with: {_resume_command(ns.name, db)}"
     with _interrupts(resume_hint), _workspace(db) as ws:
@@ -303,28 +297,15 @@ def _cmd_fetch_profiles(ns: argparse.Namespace) -> int:
             first_line=EMULATOR_NOTICE if ws.using_emulator else None,
             quiet=ns.quiet,
         )
-        options: dict[str, Any] = {
-            "parallel": True if ns.parallel else (None if ns.resume else False),
-            "max_workers": ns.workers,
-            "progress": progress,
-        }
-        if not ns.wait_for_budget:
-            options["wait_for_budget"] = False
-        result: FetchResult | ParallelProfileFetchResult
         try:
-            if ns.resume:
-                result = ws.resume(ns.name, **options)
-            else:
-                result = ws.fetch_profiles(
-                    ns.name, query=query, append=ns.append, replace=ns.replace, **options
-                )
+            result = ws.fetch(request.with_changes(progress=progress))
         except TableExistsError:
             raise ArgumentSpecError(
                 f"NAME: table {ns.name!r} already exists in {db}; add --append to add to it "
                 "or --replace to replace it"
             ) from None
         except TableNotFoundError as exc:
-            if not ns.append:
+            if not request.append:
                 raise
             raise ArgumentSpecError(
                 f"NAME: table {ns.name!r} does not exist in {db}, so there is nothing to append "
@@ -332,6 +313,8 @@ def _cmd_fetch_profiles(ns: argparse.Namespace) -> int:
             ) from exc
     summary = result_summary(result)
     _out(_render_result(summary, ns.format))
+    if result.note and not ns.quiet:
+        _say(result.note)
     status = summary.get("status", "complete")
     if status == "interrupted":
         _say(resume_hint)
@@ -345,27 +328,6 @@ def _cmd_fetch_profiles(ns: argparse.Namespace) -> int:
             _say(f"partial: {what}; finish with: {_resume_command(ns.name, db)}")
         return EXIT_PARTIAL
     return EXIT_OK
-
-
-def _check_fetch_options(ns: argparse.Namespace) -> None:
-    """Combinations of CLI options that cannot mean anything: refused before the workspace opens."""
-    if ns.append and ns.replace:
-        raise ArgumentSpecError("--replace: cannot be combined with --append; choose one")
-    if ns.resume:
-        for flag, given in (("--append", ns.append), ("--replace", ns.replace)):
-            if given:
-                raise ArgumentSpecError(
-                    f"{flag}: cannot be combined with --resume "
-                    "(a resume continues the table as it was)"
-                )
-        for name, spec in engage_params():
-            if getattr(ns, name, None) is not None:
-                raise ArgumentSpecError(
-                    f"{spec.flag}: --resume continues the table's stored query; drop {spec.flag} "
-                    "(or fetch anew with --replace)"
-                )
-    if ns.workers is not None and not ns.parallel:
-        raise ArgumentSpecError("--workers: only applies to a parallel fetch; add --parallel (-p)")
 
 
 def _progress_bar(ns: argparse.Namespace) -> ProgressReporter | None:
@@ -534,7 +496,9 @@ def _table_row(ws: Workspace, name: str) -> dict[str, Any]:
     try:
         meta = ws.metadata(name)
     except TableNotFoundError:  # a table made with `mp sql`: no fetch bookkeeping
-        count = ws.sql(f"SELECT count(*) AS n FROM {_quote_ident(name)}")
+        from .storage.naming import quote_ident
+
+        count = ws.sql(f"SELECT count(*) AS n FROM {quote_ident(name)}")
         return {
             "table": name,
             "type": None,
@@ -551,10 +515,6 @@ def _table_row(ws: Workspace, name: str) -> dict[str, Any]:
         "fetched_at": meta.fetched_at,
         "failed_page_indices": list(meta.failed_page_indices),
     }
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _columns(rows: list[dict[str, Any]]) -> str:
@@ -669,7 +629,7 @@ def _one_line_warnings() -> Iterator[None]:
 def _usage_message(exc: BaseException) -> str:
     """One line naming the offending argument by the flag the user typed."""
     if isinstance(exc, QueryValidationError):
-        return f"{flag_for(exc.parameter)}: {one_line(exc.reason)}"
+        return f"{flag_for(exc.parameter)}: {one_line(exc.spelled(flag_for))}"
     if isinstance(exc, InvalidTableNameError | TableExistsError | TableNotFoundError):
         text = one_line(exc)
         text = text.replace("append=True", "--append").replace("replace=True", "--replace")

@@ -6,9 +6,14 @@ message is written to stand alone: it names the problem and the fix, and never c
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Literal
 
 RateLimitKind = Literal["concurrent", "hourly", "unknown"]
+
+
+_MENTION = re.compile(r"`([a-z][a-z0-9_]*)`")
 
 
 class MpMagicError(Exception):
@@ -32,8 +37,14 @@ class QueryValidationError(MpMagicError, ValueError):
 
     def __init__(self, parameter: str, reason: str) -> None:
         self.parameter = parameter
-        self.reason = reason
-        super().__init__(f"{parameter}: {reason}")
+        self.template = reason
+        self.reason = self.spelled(lambda name: name)
+        super().__init__(f"{parameter}: {self.reason}")
+
+    def spelled(self, spell: Callable[[str], str]) -> str:
+        """The reason with each other parameter it mentions (written `name`) spelled by a front
+        end: ``--append`` on the command line, ``append`` in Python."""
+        return _MENTION.sub(lambda match: spell(match.group(1)), self.template)
 
 
 class APIError(MpMagicError):
@@ -131,3 +142,14 @@ class WorkerCapWarning(MpMagicWarning):
 
 class BudgetWarning(MpMagicWarning):
     """The fetch needs more queries than the budget has left in its window: it will pace."""
+
+
+class TableRequiredError(TableNotFoundError, QueryValidationError):
+    """An option needs a table that is not there (append to it, resume it): refused before any
+    query, named by the option like every other refusal of a request."""
+
+    def __init__(self, parameter: str, reason: str) -> None:
+        QueryValidationError.__init__(self, parameter, reason)
+
+    def __str__(self) -> str:
+        return f"{self.parameter}: {self.reason}"

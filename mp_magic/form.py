@@ -27,7 +27,7 @@ import ipywidgets as widgets
 
 from .exceptions import InvalidTableNameError, MpMagicError, QueryValidationError
 from .query import EngageParam, EngageQuery, engage_params
-from .storage.naming import validate_table_name
+from .request import DEFAULT_TABLE, MAX_WORKERS, FetchRequest
 from .types import FetchResult, ParallelProfileFetchResult
 
 if TYPE_CHECKING:
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FetchForm", "fetch_form"]
 
-MAX_WORKERS = 5
 PREVIEW_ROWS = 10
 TABLE_FIELD = "table"
 """The key under which the table name's validation message is kept in `FetchForm.errors`."""
@@ -118,8 +117,10 @@ class FetchForm:
         self.result: FetchResult | ParallelProfileFetchResult | None = None
         self.dataframe: pd.DataFrame | None = None
         self.error: str | None = None
+        self.error_field: str | None = None  # the option a refused fetch named
         self.errors: dict[str, str] = {}
         self.query: EngageQuery | None = None
+        self.request: FetchRequest | None = None
         self._fetched_table: str | None = None
 
         self.fields: dict[str, Any] = {}
@@ -242,8 +243,8 @@ class FetchForm:
         """The Engage parameters filled in, as the text typed (empty fields left out)."""
         out: dict[str, str] = {}
         for name, field in self.fields.items():
-            text = str(field.value).strip()
-            if text:
+            text = str(field.value)
+            if text:  # only an untouched field is "not set": blanks are refused, not widened
                 out[name] = text
         return out
 
@@ -290,29 +291,42 @@ class FetchForm:
         """
         errors: dict[str, str] = {}
         params: dict[str, Any] = dict(self.values())
-        query: EngageQuery | None = None
-        for _ in range(len(self.fields) + 1):
+        request: FetchRequest | None = None
+        table = self.table_input.value.strip()
+        if not table:
+            errors[TABLE_FIELD] = "give the table the profiles go to, e.g. profiles"
+        for _ in range(len(self.fields) + 2):
             try:
-                query = EngageQuery.build(**params)
+                request = self._request(table or DEFAULT_TABLE, params)
                 break
+            except InvalidTableNameError as exc:
+                errors.setdefault(TABLE_FIELD, str(exc))
+                table = DEFAULT_TABLE
             except QueryValidationError as exc:
                 errors.setdefault(exc.parameter, exc.reason)
                 if params.pop(exc.parameter, None) is None:  # a rule naming a field not filled in
                     break
-        table = self.table_input.value.strip()
-        if not table:
-            errors[TABLE_FIELD] = "give the table the profiles go to, e.g. profiles"
-        else:
-            try:
-                validate_table_name(table)  # storage's own rule, checked before any SQL is built
-            except InvalidTableNameError as exc:
-                errors[TABLE_FIELD] = str(exc)
+        self.request = request if not errors else None
+        query = request.query if request is not None else None
         self.errors = errors
         self.query = query if not errors else None
         for name, label in self._error_labels.items():
             label.value = _error_html(errors.get(name, ""))
         self._sync_button()
         return not errors
+
+    def _request(self, table: str, params: dict[str, Any]) -> FetchRequest:
+        """The request the form's fields describe (the same value the magic and the CLI build)."""
+        parallel = bool(self.parallel_input.value)
+        append = bool(self.append_input.value)
+        return FetchRequest.build(
+            table=table,
+            parallel=parallel,
+            max_workers=int(self.workers_input.value) if parallel else None,
+            append=append,
+            replace=not append,
+            **params,
+        )
 
     def _sync_button(self) -> None:
         self.fetch_button.disabled = bool(self.errors) or self._fetching
@@ -370,12 +384,10 @@ class FetchForm:
 
     def _run(self) -> None:
         """One fetch: progress widget, fetch, preview, status. Never raises."""
-        query = self.query
-        table = self.table_input.value.strip()
-        parallel = bool(self.parallel_input.value)
-        append = bool(self.append_input.value)
-        workers = int(self.workers_input.value) if parallel else None
-        self.error = None
+        request = self.request
+        assert request is not None  # validated by the caller
+        table, parallel = request.table, request.is_parallel
+        self.error = self.error_field = None
         self.preview.outputs = ()
         try:
             from .progress import WidgetProgress
@@ -385,15 +397,7 @@ class FetchForm:
             reporter = WidgetProgress(display=False)
             self.progress_box.children = (reporter.widget,)
             self._set_status("running", f"fetching into {table}…")
-            result = self.workspace.fetch_profiles(
-                table,
-                query=query,
-                parallel=parallel,
-                max_workers=workers,
-                append=append,
-                replace=not append,
-                progress=reporter,
-            )
+            result = self.workspace.fetch(request.with_changes(progress=reporter))
             frame = self.workspace.table(table)
             self.result = result
             self.dataframe = frame
@@ -402,6 +406,7 @@ class FetchForm:
             self._set_status(*self._summary(result, table, parallel))
         except Exception as exc:  # the form's contract: one line, never a traceback
             self.error = _error_text(exc)
+            self.error_field = exc.parameter if isinstance(exc, QueryValidationError) else None
             self._set_status("error", self.error)
         finally:
             self._fetching = False

@@ -45,9 +45,9 @@ from .exceptions import (
     InvalidTableNameError,
     MpMagicError,
     QueryValidationError,
-    TableNotFoundError,
 )
-from .query import engage_params, flag_for, parameter_names
+from .query import engage_params, parameter_names
+from .request import DEFAULT_TABLE, FetchRequest, flag_for
 from .text import one_line
 from .types import AnyFetchResult
 
@@ -135,7 +135,7 @@ def build_profiles_parser() -> SpecParser:
         help="Variable that receives the DataFrame; also the table name unless --table is given.",
     )
     argspec.add_query_arguments(parser)
-    argspec.add_fetch_arguments(parser)
+    argspec.add_fetch_arguments(parser, skip=("table",))
     group = parser.add_argument_group("notebook")
     group.add_argument(
         "--table",
@@ -285,7 +285,7 @@ def _error_line(exc: BaseException, *, body: Mapping[str, BodyValue] | None = No
     if isinstance(exc, QueryValidationError):
         entry = (body or {}).get(exc.parameter)
         where = f"`{exc.parameter}:` (cell line {entry.line})" if entry else flag_for(exc.parameter)
-        return one_line(f"{where}: {exc.reason}")
+        return one_line(f"{where}: {exc.spelled(flag_for)}")
     if isinstance(exc, APIError):
         return one_line(f"fetch failed: {exc}")
     return one_line(str(exc))
@@ -462,63 +462,31 @@ class MpMagic(Magics):
             if raw is not None:
                 params[name] = substitute(raw, namespaces)
 
-        if ns.resume and ns.append:
-            raise UsageError("--resume: cannot be combined with --append; use one of them")
-        if ns.resume and params:
-            raise UsageError(
-                f"--resume: continues the table's stored query; "
-                f"drop {flag_for(next(iter(params)))} "
-                "(to fetch a different query, run without --resume)"
-            )
-
         table_option = substitute(ns.table, namespaces) if ns.table is not None else None
         if table_option is not None and not isinstance(table_option, str):
             raise UsageError(f"--table: expected a name, got {type(table_option).__name__}")
-        table = _name_check(table_option, "--table") if table_option else (dest or "profiles")
+        table = table_option if table_option is not None else (dest or DEFAULT_TABLE)
 
-        from .query import EngageQuery
-
-        query = None if ns.resume else EngageQuery.build(**params)  # validated: nothing sent yet
+        # A re-run cell replaces its table (unless it appends or resumes): notebooks are re-run.
+        replace = bool(ns.replace or not (ns.append or ns.resume))
+        try:
+            options = argspec.fetch_option_values(ns, lambda v: substitute(v, namespaces))
+            if options["max_workers"] is None and ns.parallel:
+                options["max_workers"] = self.workers  # %config MpMagic.workers
+            options.update(replace=replace, progress=False)
+            request = FetchRequest.build(table=table, **options, **params)
+        except InvalidTableNameError as exc:
+            option = "--table" if ns.table is not None else "DEST"
+            raise UsageError(one_line(f"{option}: {exc}")) from None
 
         ws = self.workspace()
-        before = set(ws.tables())
-        if ns.append and table not in before:
-            raise TableNotFoundError(
-                f"--append: no table named {table!r} in the workspace; drop --append to create it"
-            )
-        if ns.resume and table not in before:
-            try:  # an interrupted fetch has metadata (its pages so far) before it has a table
-                ws.metadata(table)
-            except TableNotFoundError:
-                raise TableNotFoundError(
-                    f"--resume: no table or interrupted fetch named {table!r} in the workspace; "
-                    "fetch it first without --resume"
-                ) from None
-
+        before = {name.lower() for name in ws.tables()}
         quiet = bool(ns.quiet)
         reporter = self._reporter(enabled=ns.show_progress and not quiet)
-        parallel = bool(ns.parallel or ns.workers is not None)
-        workers = ns.workers if ns.workers is not None else self.workers
+        if reporter is not None:
+            request = request.with_changes(progress=reporter)
         try:
-            if ns.resume:
-                result = ws.resume(
-                    table,
-                    parallel=True if parallel else None,
-                    max_workers=workers,
-                    progress=reporter if reporter is not None else False,
-                    wait_for_budget=ns.wait_for_budget,
-                )
-            else:
-                result = ws.fetch_profiles(
-                    table,
-                    query=query,
-                    parallel=parallel,
-                    max_workers=workers if parallel else None,
-                    progress=reporter if reporter is not None else False,
-                    append=bool(ns.append),
-                    replace=not ns.append,
-                    wait_for_budget=ns.wait_for_budget,
-                )
+            result = ws.fetch(request)
         except KeyboardInterrupt:
             message = self._interrupted_line(ws, table)
             _abort(reporter, message)
@@ -532,13 +500,9 @@ class MpMagic(Magics):
         if dest is not None:
             self._assign(dest, frame)
         if not quiet:
-            mode = (
-                "resume"
-                if ns.resume
-                else "append"
-                if ns.append
-                else ("replace" if table in before else "create")
-            )
+            mode = request.mode
+            if mode == "replace" and table.lower() not in before:
+                mode = "create"
             print(
                 summary_line(
                     result,

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal
 
 import orjson
@@ -31,229 +32,40 @@ ParamKind = Literal["text", "int", "list", "json", "bool", "timestamp"]
 
 @dataclass(frozen=True)
 class EngageParam:
-    """How one Engage parameter looks to people (flag, help, form) and to the API (wire name)."""
+    """Everything about one Engage parameter, declared once beside its field.
+
+    How people spell it (flag, help, form placeholder), how a loose input becomes its canonical
+    value (``normalise``), how that value goes on the wire (``wire`` name, ``encode``), and which
+    `TableMetadata` field records it (``metadata``, always ``filter_`` + the field name).
+    """
 
     flag: str
     wire: str
     kind: ParamKind
     help: str
+    normalise: Callable[[str, Any], Any]
+    encode: Callable[[Any], str] = field(default=lambda value: _encode_default(value))
+    metadata_field: str = ""
+    metadata_value: Callable[[Any], Any] = field(default=lambda value: _metadata_default(value))
     metavar: str = ""
     placeholder: str = ""
     multiline: bool = False
 
 
-def _param(**spec: Any) -> Any:
-    return field(default=None, metadata={"engage": EngageParam(**spec)})
+def _encode_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return orjson.dumps(list(value)).decode()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
-@dataclass(frozen=True, kw_only=True)
-class EngageQuery:
-    """A validated Engage query. Loose inputs are normalised (``"9"`` → ``9``, a comma list → tuple).
-
-    Build it with ``EngageQuery(...)`` or ``EngageQuery.build(**params)`` (which also turns an unknown
-    parameter name into a `QueryValidationError`). Every rule raises `QueryValidationError` naming
-    the parameter and the fix.
-    """
-
-    where: str | None = _param(
-        flag="--where",
-        wire="where",
-        kind="text",
-        metavar="EXPR",
-        multiline=True,
-        help='Segmentation expression, e.g. properties["plan"] == "pro" and defined(properties["$email"]).',
-        placeholder='properties["plan"] == "pro"',
-    )
-    cohort_id: int | None = _param(
-        flag="--cohort-id",
-        wire="filter_by_cohort",
-        kind="int",
-        metavar="ID",
-        help="Only members of this cohort (sent as filter_by_cohort). Not with --behaviors.",
-        placeholder="12345",
-    )
-    output_properties: tuple[str, ...] | None = _param(
-        flag="--output-properties",
-        wire="output_properties",
-        kind="list",
-        metavar="NAMES",
-        help="Only these properties (comma-separated or a JSON array): much smaller pages.",
-        placeholder="$email, $city, plan",
-    )
-    distinct_id: str | None = _param(
-        flag="--distinct-id",
-        wire="distinct_id",
-        kind="text",
-        metavar="ID",
-        help="One profile by distinct_id. Not with --distinct-ids.",
-        placeholder="user_000042",
-    )
-    distinct_ids: tuple[str, ...] | None = _param(
-        flag="--distinct-ids",
-        wire="distinct_ids",
-        kind="list",
-        metavar="IDS",
-        multiline=True,
-        help=f"These profiles (comma-separated or a JSON array, at most {MAX_DISTINCT_IDS}).",
-        placeholder="user_000001, user_000002",
-    )
-    group_id: str | None = _param(
-        flag="--group-id",
-        wire="data_group_id",
-        kind="text",
-        metavar="GROUP_KEY",
-        help="Group profiles of this group key (sent as data_group_id), e.g. company_id.",
-        placeholder="company_id",
-    )
-    behaviors: str | None = _param(
-        flag="--behaviors",
-        wire="behaviors",
-        kind="json",
-        metavar="JSON",
-        multiline=True,
-        help="Behavior definitions (a JSON array of objects with a name), used from --where. "
-        "Not with --cohort-id.",
-        placeholder='[{"name": "bought", "window": "30d", "event_selectors": [...]}]',
-    )
-    as_of_timestamp: int | None = _param(
-        flag="--as-of-timestamp",
-        wire="as_of_timestamp",
-        kind="timestamp",
-        metavar="TS",
-        help="Profiles as they were at this time (Unix seconds or ISO date-time, UTC).",
-        placeholder="1735689600 or 2025-01-01T00:00:00",
-    )
-    include_all_users: bool | None = _param(
-        flag="--include-all-users",
-        wire="include_all_users",
-        kind="bool",
-        metavar="BOOL",
-        help="With --cohort-id: include cohort members without a profile (true/false).",
-    )
-
-    def __post_init__(self) -> None:
-        for name, normalise in _NORMALISERS.items():
-            raw = getattr(self, name)
-            if raw is not None:
-                object.__setattr__(self, name, normalise(name, raw))
-        self._check_combinations()
-
-    # -- construction -------------------------------------------------------------------------
-
-    @classmethod
-    def build(cls, **params: Any) -> EngageQuery:
-        """Like the constructor, but an unknown parameter is a `QueryValidationError` too."""
-        known = set(parameter_names())
-        for name in params:
-            if name not in known:
-                raise QueryValidationError(
-                    name, f"unknown Engage parameter; known ones are {', '.join(sorted(known))}"
-                )
-        return cls(**params)
-
-    @classmethod
-    def merged(cls, query: EngageQuery | None, params: Mapping[str, Any]) -> EngageQuery:
-        """``query`` with keyword ``params`` laid over it (a parameter given as None removes it).
-
-        Every layer that accepts both ``query=`` and keyword parameters resolves them here, so the
-        result is validated by the same rules whichever path it came through.
-        """
-        if not params:
-            return query if query is not None else cls()
-        if query is None:
-            return cls.build(**params)
-        combined = {name: getattr(query, name) for name in parameter_names()}
-        combined.update(params)
-        return cls.build(**combined)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EngageQuery:
-        """Inverse of `to_dict` (used to resume a fetch from a table's metadata)."""
-        return cls.build(**{k: v for k, v in data.items() if v is not None})
-
-    # -- views ---------------------------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready parameters that are set (tuples become lists)."""
-        out: dict[str, Any] = {}
-        for name in parameter_names():
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-    def to_form(self) -> dict[str, str]:
-        """The request body exactly as the Engage API expects it (form fields, all strings)."""
-        form: dict[str, str] = {}
-        for name, spec in engage_params():
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if name == "cohort_id":
-                form[spec.wire] = orjson.dumps({"id": value}).decode()
-            elif isinstance(value, tuple):
-                form[spec.wire] = orjson.dumps(list(value)).decode()
-            elif isinstance(value, bool):
-                form[spec.wire] = "true" if value else "false"
-            else:
-                form[spec.wire] = str(value)
-        return form
-
-    @property
-    def selects_nothing(self) -> bool:
-        """An explicit empty distinct_ids list: answered locally, no request is sent."""
-        return self.distinct_ids == ()
-
-    def describe(self) -> str:
-        """A short human summary for progress lines and metadata."""
-        parts = [f"{k}={v!r}" for k, v in self.to_dict().items()]
-        return ", ".join(parts) if parts else "all profiles"
-
-    # -- rules ---------------------------------------------------------------------------------
-
-    def _check_combinations(self) -> None:
-        if self.distinct_id is not None and self.distinct_ids is not None:
-            raise QueryValidationError(
-                "distinct_ids",
-                "give either distinct_id or distinct_ids, not both; put the single id in the list",
-            )
-        if self.behaviors is not None and self.cohort_id is not None:
-            raise QueryValidationError(
-                "behaviors",
-                "behaviors and cohort_id cannot be combined (the API refuses it); drop one of them",
-            )
-        if self.group_id is not None and self.cohort_id is not None:
-            raise QueryValidationError(
-                "group_id",
-                "cohorts hold users, not groups, so cohort_id cannot filter group profiles; "
-                "drop cohort_id or group_id",
-            )
-        if self.include_all_users is not None and self.cohort_id is None:
-            raise QueryValidationError(
-                "include_all_users",
-                "only applies to a cohort; add cohort_id or drop include_all_users",
-            )
+def _metadata_default(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
-# -- the field table, for front ends -------------------------------------------------------------
-
-
-def engage_params() -> Iterator[tuple[str, EngageParam]]:
-    """(python name, spec) for every Engage parameter, in declaration order."""
-    for f in dataclasses.fields(EngageQuery):
-        yield f.name, f.metadata["engage"]
-
-
-def parameter_names() -> tuple[str, ...]:
-    return tuple(name for name, _ in engage_params())
-
-
-def flag_for(parameter: str) -> str:
-    """The command-line spelling of a parameter (``distinct_ids`` → ``--distinct-ids``)."""
-    for name, spec in engage_params():
-        if name == parameter:
-            return spec.flag
-    return "--" + parameter.replace("_", "-")
+def _encode_cohort(value: int) -> str:
+    return orjson.dumps({"id": value}).decode()
 
 
 # -- normalisers: loose input in, canonical value out, or one clear error --------------------------
@@ -342,7 +154,7 @@ def _distinct_ids(name: str, raw: Any) -> tuple[str, ...]:
         raise QueryValidationError(
             name,
             f"{len(value)} ids is more than the {MAX_DISTINCT_IDS} allowed per query; split the list "
-            "into several fetches with --append",
+            "into several fetches with `append`",
         )
     return value
 
@@ -367,7 +179,7 @@ def _behaviors(name: str, raw: Any) -> str:
         label = entry.get("name")
         if not isinstance(label, str) or not label.strip():
             raise QueryValidationError(
-                name, 'every behavior needs a "name" (it is how --where refers to it)'
+                name, 'every behavior needs a "name" (it is how `where` refers to it)'
             )
     try:
         return orjson.dumps(parsed).decode()
@@ -428,14 +240,224 @@ def _boolean(name: str, raw: Any) -> bool:
     raise QueryValidationError(name, f"expected true or false, got {raw!r}")
 
 
-_NORMALISERS: dict[str, Any] = {
-    "where": _text,
-    "cohort_id": _positive_int,
-    "output_properties": _output_properties,
-    "distinct_id": _text,
-    "distinct_ids": _distinct_ids,
-    "group_id": _text,
-    "behaviors": _behaviors,
-    "as_of_timestamp": _timestamp,
-    "include_all_users": _boolean,
-}
+def _param(**spec: Any) -> Any:
+    return field(default=None, metadata={"engage": spec})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngageQuery:
+    """A validated Engage query. Loose inputs are normalised (``"9"`` → ``9``, a comma list → tuple).
+
+    Build it with ``EngageQuery(...)`` or ``EngageQuery.build(**params)`` (which also turns an unknown
+    parameter name into a `QueryValidationError`). Every rule raises `QueryValidationError` naming
+    the parameter and the fix.
+    """
+
+    where: str | None = _param(
+        normalise=_text,
+        flag="--where",
+        wire="where",
+        kind="text",
+        metavar="EXPR",
+        multiline=True,
+        help='Segmentation expression, e.g. properties["plan"] == "pro" and defined(properties["$email"]).',
+        placeholder='properties["plan"] == "pro"',
+    )
+    cohort_id: int | None = _param(
+        normalise=_positive_int,
+        encode=_encode_cohort,
+        flag="--cohort-id",
+        wire="filter_by_cohort",
+        kind="int",
+        metavar="ID",
+        help="Only members of this cohort (sent as filter_by_cohort). Not with --behaviors.",
+        placeholder="12345",
+    )
+    output_properties: tuple[str, ...] | None = _param(
+        normalise=_output_properties,
+        flag="--output-properties",
+        wire="output_properties",
+        kind="list",
+        metavar="NAMES",
+        help="Only these properties (comma-separated or a JSON array): much smaller pages.",
+        placeholder="$email, $city, plan",
+    )
+    distinct_id: str | None = _param(
+        normalise=_text,
+        flag="--distinct-id",
+        wire="distinct_id",
+        kind="text",
+        metavar="ID",
+        help="One profile by distinct_id. Not with --distinct-ids.",
+        placeholder="user_000042",
+    )
+    distinct_ids: tuple[str, ...] | None = _param(
+        normalise=_distinct_ids,
+        flag="--distinct-ids",
+        wire="distinct_ids",
+        kind="list",
+        metavar="IDS",
+        multiline=True,
+        help=f"These profiles (comma-separated or a JSON array, at most {MAX_DISTINCT_IDS}).",
+        placeholder="user_000001, user_000002",
+    )
+    group_id: str | None = _param(
+        normalise=_text,
+        flag="--group-id",
+        wire="data_group_id",
+        kind="text",
+        metavar="GROUP_KEY",
+        help="Group profiles of this group key (sent as data_group_id), e.g. company_id.",
+        placeholder="company_id",
+    )
+    behaviors: str | None = _param(
+        normalise=_behaviors,
+        flag="--behaviors",
+        wire="behaviors",
+        kind="json",
+        metavar="JSON",
+        multiline=True,
+        help="Behavior definitions (a JSON array of objects with a name), used from --where. "
+        "Not with --cohort-id.",
+        placeholder='[{"name": "bought", "window": "30d", "event_selectors": [...]}]',
+    )
+    as_of_timestamp: int | None = _param(
+        normalise=_timestamp,
+        flag="--as-of-timestamp",
+        wire="as_of_timestamp",
+        kind="timestamp",
+        metavar="TS",
+        help="Profiles as they were at this time (Unix seconds or ISO date-time, UTC).",
+        placeholder="1735689600 or 2025-01-01T00:00:00",
+    )
+    include_all_users: bool | None = _param(
+        normalise=_boolean,
+        flag="--include-all-users",
+        wire="include_all_users",
+        kind="bool",
+        metavar="BOOL",
+        help="With --cohort-id: include cohort members without a profile (true/false).",
+    )
+
+    def __post_init__(self) -> None:
+        for name, spec in engage_params():
+            raw = getattr(self, name)
+            if raw is not None:
+                object.__setattr__(self, name, spec.normalise(name, raw))
+        self._check_combinations()
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, **params: Any) -> EngageQuery:
+        """Like the constructor, but an unknown parameter is a `QueryValidationError` too."""
+        known = set(parameter_names())
+        for name in params:
+            if name not in known:
+                raise QueryValidationError(
+                    name, f"unknown Engage parameter; known ones are {', '.join(sorted(known))}"
+                )
+        return cls(**params)
+
+    @classmethod
+    def merged(cls, query: EngageQuery | None, params: Mapping[str, Any]) -> EngageQuery:
+        """``query`` with keyword ``params`` laid over it (a parameter given as None removes it).
+
+        Every layer that accepts both ``query=`` and keyword parameters resolves them here, so the
+        result is validated by the same rules whichever path it came through.
+        """
+        if not params:
+            return query if query is not None else cls()
+        if query is None:
+            return cls.build(**params)
+        combined = {name: getattr(query, name) for name in parameter_names()}
+        combined.update(params)
+        return cls.build(**combined)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EngageQuery:
+        """Inverse of `to_dict` (used to resume a fetch from a table's metadata)."""
+        return cls.build(**{k: v for k, v in data.items() if v is not None})
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready parameters that are set (tuples become lists)."""
+        out: dict[str, Any] = {}
+        for name in parameter_names():
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def to_form(self) -> dict[str, str]:
+        """The request body exactly as the Engage API expects it (form fields, all strings)."""
+        form: dict[str, str] = {}
+        for name, spec in engage_params():
+            value = getattr(self, name)
+            if value is not None:
+                form[spec.wire] = spec.encode(value)
+        return form
+
+    def metadata_filters(self) -> dict[str, Any]:
+        """The `TableMetadata` ``filter_*`` fields, one per parameter (None where unset)."""
+        out: dict[str, Any] = {}
+        for name, spec in engage_params():
+            value = getattr(self, name)
+            out[spec.metadata_field] = None if value is None else spec.metadata_value(value)
+        return out
+
+    @property
+    def selects_nothing(self) -> bool:
+        """An explicit empty distinct_ids list: answered locally, no request is sent."""
+        return self.distinct_ids == ()
+
+    def describe(self) -> str:
+        """A short human summary for progress lines and metadata."""
+        parts = [f"{k}={v!r}" for k, v in self.to_dict().items()]
+        return ", ".join(parts) if parts else "all profiles"
+
+    # -- rules ---------------------------------------------------------------------------------
+
+    def _check_combinations(self) -> None:
+        if self.distinct_id is not None and self.distinct_ids is not None:
+            raise QueryValidationError(
+                "distinct_ids",
+                "give either `distinct_id` or `distinct_ids`, not both; put the single id in the list",
+            )
+        if self.behaviors is not None and self.cohort_id is not None:
+            raise QueryValidationError(
+                "behaviors",
+                "`behaviors` and `cohort_id` cannot be combined (the API refuses it); drop one of them",
+            )
+        if self.group_id is not None and self.cohort_id is not None:
+            raise QueryValidationError(
+                "group_id",
+                "cohorts hold users, not groups, so `cohort_id` cannot filter group profiles; "
+                "drop `cohort_id` or `group_id`",
+            )
+        if self.include_all_users is not None and self.cohort_id is None:
+            raise QueryValidationError(
+                "include_all_users",
+                "only applies to a cohort; add `cohort_id` or drop `include_all_users`",
+            )
+
+
+# -- the field table, for front ends -------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _declared() -> tuple[tuple[str, EngageParam], ...]:
+    return tuple(
+        (f.name, EngageParam(**f.metadata["engage"], metadata_field="filter_" + f.name))
+        for f in dataclasses.fields(EngageQuery)
+    )
+
+
+def engage_params() -> Iterator[tuple[str, EngageParam]]:
+    """(python name, spec) for every Engage parameter, in declaration order."""
+    yield from _declared()
+
+
+def parameter_names() -> tuple[str, ...]:
+    return tuple(name for name, _ in engage_params())

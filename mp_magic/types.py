@@ -100,6 +100,8 @@ class _ResultBase:
     appended: bool = False
     status: FetchStatus = "complete"
     failed_page_indices: tuple[int, ...] = ()
+    note: str | None = None
+    """Why the fetch spent no query (e.g. a resume of a table that is already complete)."""
 
     @property
     def has_failures(self) -> bool:
@@ -113,6 +115,8 @@ class _ResultBase:
             elif isinstance(value, tuple):
                 data[key] = list(value)
         data["has_failures"] = self.has_failures
+        if data.get("note") is None:
+            data.pop("note", None)
         return data
 
     def to_json(self) -> str:
@@ -157,11 +161,9 @@ class TableMetadata:
     table: str
     type: Literal["events", "profiles"]
     fetched_at: datetime
-    from_date: datetime | None = None
-    to_date: datetime | None = None
-    filter_events: list[str] | None = None
+    # One filter_* field per Engage parameter, filled from its declaration (EngageParam.metadata).
     filter_where: str | None = None
-    filter_cohort_id: str | None = None
+    filter_cohort_id: int | None = None
     filter_output_properties: list[str] | None = None
     filter_group_id: str | None = None
     filter_behaviors: str | None = None

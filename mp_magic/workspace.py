@@ -14,12 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from .client import MixpanelAPIClient
 from .config import Credentials, QueryBudgetSpec, Secret, Settings
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, TableNotFoundError, TableRequiredError
 from .fetch import FetcherService
-from .fetch.engine import BatchCallback, WaitCallback
 from .query import EngageQuery
+from .request import DEFAULT_TABLE, FetchRequest
 from .storage import StorageEngine
-from .types import AnyFetchResult, ProgressReporter, TableMetadata
+from .types import (
+    AnyFetchResult,
+    FetchResult,
+    ParallelProfileFetchResult,
+    ProgressReporter,
+    TableMetadata,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,7 +78,6 @@ class Workspace:
         self._storage = StorageEngine(self._path, memory_limit=settings.memory_limit)
         self._client: MixpanelAPIClient | None = None
         self._lock = threading.Lock()
-        self.last_result: AnyFetchResult | None = None
 
     # -- where profiles come from --------------------------------------------------------------
 
@@ -137,126 +142,85 @@ class Workspace:
 
     # -- fetching ------------------------------------------------------------------------------
 
-    def fetch_profiles(
-        self,
-        name: str = "profiles",
-        *,
-        query: EngageQuery | None = None,
-        parallel: bool = False,
-        max_workers: int | None = None,
-        on_batch_complete: BatchCallback | None = None,
-        on_wait: WaitCallback | None = None,
-        progress: bool | ProgressReporter = True,
-        append: bool = False,
-        replace: bool = False,
-        batch_size: int = 1000,
-        wait_for_budget: bool = True,
-        cancel: threading.Event | None = None,
-        **params: Any,
-    ) -> AnyFetchResult:
-        """Fetch every matching profile into table ``name``; Engage parameters as keywords or query.
+    def fetch(self, request: FetchRequest) -> AnyFetchResult:
+        """Run one `FetchRequest`: what every front end (magic, CLI, form) calls.
 
-        Raises `TableExistsError` when the table exists and neither ``append`` nor ``replace`` is
-        set. Failed pages do not raise: they are in the result and the table's metadata, and
-        `retry_failed_pages` fetches them again.
+        Raises `TableExistsError` when the table exists and the request neither appends nor
+        replaces. Failed pages do not raise: they are in the result and the table's metadata, and
+        `retry_failed_pages` fetches them again. Resuming a table that is complete spends no query
+        and returns a result that says so (``note``).
         """
-        return self._run(
-            name,
-            query=query,
-            parallel=parallel,
-            max_workers=max_workers,
-            on_batch_complete=on_batch_complete,
-            on_wait=on_wait,
-            progress=progress,
-            append=append,
-            replace=replace,
-            resume=False,
-            batch_size=batch_size,
-            wait_for_budget=wait_for_budget,
-            cancel=cancel,
-            params=params,
-        )
+        if request.resume:
+            done = self._nothing_to_resume(request)
+            if done is not None:
+                return done
+        reporter = _reporter(request)
+        if reporter is not request.progress:
+            request = request.with_changes(progress=reporter if reporter is not None else False)
+        try:
+            return FetcherService(self.client, self._storage).fetch(request)
+        except TableNotFoundError as exc:
+            # The table the request needs is not there: refused before any query, and named by
+            # the option that needs it, as every other refusal of the request is.
+            if request.append:
+                raise TableRequiredError(
+                    "append",
+                    f"no table named {request.table!r} to append to; drop `append` to create it",
+                ) from exc
+            if request.resume:
+                raise TableRequiredError(
+                    "resume",
+                    f"no table or interrupted fetch named {request.table!r} to resume; "
+                    "fetch it first without `resume`",
+                ) from exc
+            raise
 
-    def resume(
-        self,
-        name: str,
-        *,
-        parallel: bool | None = None,
-        max_workers: int | None = None,
-        on_batch_complete: BatchCallback | None = None,
-        on_wait: WaitCallback | None = None,
-        progress: bool | ProgressReporter = True,
-        wait_for_budget: bool = True,
-        cancel: threading.Event | None = None,
+    def fetch_profiles(
+        self, name: str = DEFAULT_TABLE, *, query: EngageQuery | None = None, **options: Any
     ) -> AnyFetchResult:
+        """Fetch every matching profile into table ``name``.
+
+        Engage parameters come as keywords (``where=...``, ``cohort_id=...``) or as ``query``; the
+        fetch options are those of `FetchRequest` (listed below). An unknown keyword is a
+        `TypeError` naming the nearest known one; an invalid value or combination is a
+        `QueryValidationError` naming the option, raised before anything is sent.
+        """
+        return self.fetch(FetchRequest.build(table=name, query=query, **options))
+
+    def resume(self, name: str, **options: Any) -> AnyFetchResult:
         """Finish an interrupted or partial fetch: only the pages not yet written are fetched.
 
-        The stored session is reused while the API accepts it; otherwise a new one is opened and
-        every profile is still kept once (by distinct_id).
+        The stored query is reused (so no Engage parameters are taken); the stored session too,
+        while the API accepts it, else a new one is opened and every profile is still kept once
+        (by distinct_id). Parallel or not follows the interrupted fetch unless given.
         """
-        if parallel is None:
-            state = self._storage.fetch_state(name)
-            parallel = bool(state.parallel) if state is not None else False
-        return self._run(
-            name,
-            query=None,
-            parallel=parallel,
-            max_workers=max_workers,
-            on_batch_complete=on_batch_complete,
-            on_wait=on_wait,
-            progress=progress,
-            append=False,
-            replace=False,
-            resume=True,
-            batch_size=1000,
-            wait_for_budget=wait_for_budget,
-            cancel=cancel,
-            params={},
-        )
+        return self.fetch(FetchRequest.build(table=name, resume=True, **options))
 
-    retry_failed_pages = resume
-    """Fetch the failed pages of a partial table again (the same operation as `resume`)."""
+    def retry_failed_pages(self, name: str, **options: Any) -> AnyFetchResult:
+        """Fetch the failed (and never fetched) pages of a partial table again; see `resume`."""
+        return self.resume(name, **options)
 
-    def _run(
-        self,
-        name: str,
-        *,
-        query: EngageQuery | None,
-        parallel: bool,
-        max_workers: int | None,
-        on_batch_complete: BatchCallback | None,
-        on_wait: WaitCallback | None,
-        progress: bool | ProgressReporter,
-        append: bool,
-        replace: bool,
-        resume: bool,
-        batch_size: int,
-        wait_for_budget: bool,
-        cancel: threading.Event | None,
-        params: dict[str, Any],
-    ) -> AnyFetchResult:
-        resolved = (
-            None if resume else EngageQuery.merged(query, params)
-        )  # invalid input: no socket opened
-        reporter = _reporter(progress, on_batch_complete)
-        service = FetcherService(self.client, self._storage)
-        result = service.fetch_profiles(
-            name,
-            query=resolved,
-            parallel=parallel,
-            max_workers=max_workers,
-            on_batch_complete=on_batch_complete,
-            on_wait=on_wait,
-            reporter=reporter,
-            append=append,
-            replace=replace,
-            resume=resume,
-            batch_size=batch_size,
-            wait_for_budget=wait_for_budget,
-            cancel=cancel,
-        )
-        self.last_result = result
-        return result
+    def _nothing_to_resume(self, request: FetchRequest) -> AnyFetchResult | None:
+        """A complete table has nothing to resume: say so in a result, spending no query."""
+        state = self._storage.fetch_state(request.table)
+        if state is None or state.status != "complete":
+            return None  # unfinished (resumed below) or unknown (storage says so in one line)
+        meta = self._storage.metadata(request.table)
+        fields: dict[str, Any] = {
+            "table": meta.table,
+            "duration_seconds": 0.0,
+            "fetched_at": meta.fetched_at,
+            "status": "complete",
+            "sessions": meta.sessions,
+            "note": f"table {meta.table} is complete: no failed or missing pages to fetch, "
+            "no query spent",
+        }
+        pages = meta.total_pages or 0
+        if state.parallel if request.parallel is None else request.is_parallel:
+            return ParallelProfileFetchResult(
+                total_rows=meta.rows, successful_pages=pages, failed_pages=0, **fields
+            )
+        return FetchResult(rows=meta.rows, successful_pages=pages, **fields)
 
     def stream_profiles(
         self, *, query: EngageQuery | None = None, raw: bool = False, **params: Any
@@ -312,17 +276,15 @@ class Workspace:
         return f"Workspace(path={where!r}, source={self.source!r})"
 
 
-def _reporter(
-    progress: bool | ProgressReporter | None, on_batch_complete: BatchCallback | None
-) -> ProgressReporter | None:
-    """Seed 001: the default progress view hides when a custom on_batch_complete is given."""
-    if progress is None or isinstance(progress, bool):
-        if not progress or on_batch_complete is not None:
-            return None
-        from .progress import auto_reporter
+def _reporter(request: FetchRequest) -> ProgressReporter | None:
+    """``progress=True`` picks the default view, unless a custom on_batch_complete replaces it."""
+    if not isinstance(request.progress, bool):
+        return request.progress
+    if not request.progress or request.on_batch_complete is not None:
+        return None
+    from .progress import auto_reporter
 
-        return auto_reporter()
-    return progress
+    return auto_reporter()
 
 
 _default: Workspace | None = None

@@ -1,40 +1,21 @@
-"""The fetch services of seeds 000/001: sequential `FetcherService`, `ParallelProfileFetcherService`.
+"""The fetch services: sequential `FetcherService` and `ParallelProfileFetcherService`.
 
-They only turn keyword arguments into `FetchOptions` and hand them to the shared `FetchEngine`, so
-the two modes cannot drift apart (the earlier library's parallel path skipped the sequential path's
-checks). The Engage parameters arrive as ``query=`` or as keywords that build an `EngageQuery`.
+Both take a `FetchRequest` (or keyword arguments that build one, the spelling of the Python API)
+and hand it to the one `FetchEngine`, so the two modes cannot drift apart: every option rule is
+applied by the request itself, before any request is sent.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from ..client import MixpanelAPIClient
-from ..exceptions import QueryValidationError
 from ..query import EngageQuery
-from ..storage import FetchMode, StorageEngine
-from ..types import (
-    AnyFetchResult,
-    FetchResult,
-    ParallelProfileFetchResult,
-    ProfileBatchProgress,
-    ProgressReporter,
-)
-from .engine import BatchCallback, FetchEngine, FetchOptions, WaitCallback, cap_workers
-
-
-def _mode(*, append: bool, replace: bool, resume: bool) -> FetchMode:
-    if sum((append, replace, resume)) > 1:
-        raise QueryValidationError(
-            "append", "append, replace and resume exclude each other; pick one"
-        )
-    if resume:
-        return "resume"
-    if append:
-        return "append"
-    return "replace" if replace else "create"
+from ..request import FetchRequest
+from ..storage import StorageEngine
+from ..types import AnyFetchResult, FetchResult, ParallelProfileFetchResult
+from .engine import FetchEngine
 
 
 class FetcherService:
@@ -44,53 +25,16 @@ class FetcherService:
         self._client = api_client
         self._storage = storage
 
+    def fetch(self, request: FetchRequest) -> AnyFetchResult:
+        """Run one request: `FetchResult` sequentially, `ParallelProfileFetchResult` in parallel."""
+        return FetchEngine(self._client, self._storage, request).run()
+
     def fetch_profiles(
-        self,
-        name: str,
-        *,
-        query: EngageQuery | None = None,
-        parallel: bool = False,
-        max_workers: int | None = None,
-        on_batch_complete: BatchCallback | None = None,
-        progress_callback: Callable[[int], None] | None = None,
-        on_wait: WaitCallback | None = None,
-        reporter: ProgressReporter | None = None,
-        append: bool = False,
-        replace: bool = False,
-        resume: bool = False,
-        batch_size: int = 1000,
-        wait_for_budget: bool = True,
-        cancel: threading.Event | None = None,
-        **params: Any,
+        self, name: str, *, query: EngageQuery | None = None, **options: Any
     ) -> AnyFetchResult:
-        """Returns `FetchResult` sequentially and `ParallelProfileFetchResult` in parallel mode."""
-        resolved = EngageQuery.merged(query, params)
-        if batch_size < 1:
-            raise QueryValidationError("batch_size", "must be at least 1")
-        workers = cap_workers(max_workers, reporter) if parallel else 1
-        callback = on_batch_complete
-        if progress_callback is not None:  # seed 000's row-count callback, kept for compatibility
-            user_callback, rows_callback = on_batch_complete, progress_callback
-
-            def callback(progress: ProfileBatchProgress) -> None:
-                if user_callback is not None:
-                    user_callback(progress)
-                rows_callback(progress.rows_total)
-
-        options = FetchOptions(
-            name=name,
-            query=resolved,
-            mode=_mode(append=append, replace=replace, resume=resume),
-            parallel=parallel,
-            workers=workers,
-            batch_size=batch_size,
-            wait_for_budget=wait_for_budget,
-            on_batch_complete=callback,
-            on_wait=on_wait,
-            reporter=reporter,
-            cancel=cancel or threading.Event(),
-        )
-        return FetchEngine(self._client, self._storage, options).run()
+        """Fetch every matching profile into ``name``; options as in `FetchRequest`, Engage
+        parameters as keywords or ``query``."""
+        return self.fetch(FetchRequest.build(table=name, query=query, **options))
 
     def stream_profiles(
         self, *, query: EngageQuery | None = None, raw: bool = False, **params: Any
@@ -110,44 +54,19 @@ class FetcherService:
 
 
 class ParallelProfileFetcherService:
-    """Seed 001's parallel fetcher: page 0 first, then ≤ 5 workers feeding one writer thread."""
+    """The parallel fetcher: page 0 first, then up to 5 pages in flight feeding one writer."""
 
     def __init__(self, api_client: MixpanelAPIClient, storage: StorageEngine) -> None:
         self._service = FetcherService(api_client, storage)
 
     def fetch_profiles(
-        self,
-        name: str,
-        *,
-        query: EngageQuery | None = None,
-        max_workers: int | None = None,
-        on_batch_complete: BatchCallback | None = None,
-        on_wait: WaitCallback | None = None,
-        reporter: ProgressReporter | None = None,
-        append: bool = False,
-        replace: bool = False,
-        resume: bool = False,
-        batch_size: int = 1000,
-        wait_for_budget: bool = True,
-        cancel: threading.Event | None = None,
-        **params: Any,
+        self, name: str, *, query: EngageQuery | None = None, **options: Any
     ) -> ParallelProfileFetchResult:
-        result = self._service.fetch_profiles(
-            name,
-            query=query,
-            parallel=True,
-            max_workers=max_workers,
-            on_batch_complete=on_batch_complete,
-            on_wait=on_wait,
-            reporter=reporter,
-            append=append,
-            replace=replace,
-            resume=resume,
-            batch_size=batch_size,
-            wait_for_budget=wait_for_budget,
-            cancel=cancel,
-            **params,
-        )
+        """`FetcherService.fetch_profiles` with ``parallel=True``."""
+        if options.get("parallel") is False:
+            raise TypeError("ParallelProfileFetcherService always fetches in parallel")
+        request = FetchRequest.build(table=name, query=query, **{**options, "parallel": True})
+        result = self._service.fetch(request)
         assert isinstance(result, ParallelProfileFetchResult)
         return result
 

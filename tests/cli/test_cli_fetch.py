@@ -253,10 +253,14 @@ def test_no_credentials_uses_the_builtin_emulator(tmp_path: Path) -> None:
     run = run_mp("fetch", "profiles", "again", "--quiet", env=env)
     assert run.code == 0 and run.stderr_lines == [EMULATOR_NOTICE], run
     # a refused fetch prints its one line only: the notice waits until a fetch really starts
-    for args in (["again"], ["bad-name"], ["nosuch", "--append"], ["again", "--resume"]):
+    for args in (["again"], ["bad-name"], ["nosuch", "--append"], ["nosuch", "--resume"]):
         run = run_mp("fetch", "profiles", *args, env=env)
         assert run.code == 3, run
         assert len(run.stderr_lines) == 1 and EMULATOR_NOTICE not in run.stderr, run
+    # resuming a complete table is nothing to do, not an error: it says so and spends no query
+    run = run_mp("fetch", "profiles", "again", "--resume", env=env)
+    assert run.code == 0 and "no query spent" in run.json()["note"], run
+    assert run.stderr_lines == ["mp: " + run.json()["note"]], run
 
 
 def test_secret_absent_everywhere(tmp_path: Path, emulator_factory: Any) -> None:

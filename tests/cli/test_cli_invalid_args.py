@@ -28,7 +28,6 @@ FETCH_CASES: list[tuple[str, list[str], str]] = [
     ("missing-value", ["--where"], "--where"),
     ("workers-not-a-number", ["-p", "--workers", "many"], "--workers"),
     ("workers-zero", ["-p", "--workers", "0"], "--workers"),
-    ("workers-without-parallel", ["--workers", "3"], "--workers"),
     ("bad-format", ["--format", "xml"], "--format"),
     ("append-and-replace", ["--append", "--replace"], "--replace"),
     ("resume-and-append", ["existing", "--resume", "--append"], "--append"),

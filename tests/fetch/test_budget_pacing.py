@@ -50,7 +50,7 @@ def test_the_budget_line_comes_first_and_names_the_ways_out(make_workspace: Make
     first_page = next(i for i, line in enumerate(lines) if line.startswith("pages "))
     assert len(budget_lines) == 1 and budget_lines[0] < first_page
     line = lines[budget_lines[0]]
-    assert "8 more pages" in line and "--where" in line and "--resume" in line and "about" in line
+    assert "8 more pages" in line and "where" in line and "resumed" in line and "about" in line
 
 
 def test_session_lifetime_shorter_than_the_fetch_is_recovered(

@@ -194,8 +194,8 @@ def test_api_table_exists_append_missing_and_nothing_to_resume(base: Base) -> No
         ws.fetch_profiles("base", progress=False)
     with pytest.raises(TableNotFoundError, match="missing"):
         ws.fetch_profiles("missing", append=True, progress=False)
-    with pytest.raises(TableNotFoundError, match="base"):
-        ws.resume("base", progress=False)  # complete: nothing to resume
+    done = ws.resume("base", progress=False)  # complete: nothing to resume, and it says so
+    assert done.status == "complete" and done.note and "no query spent" in done.note
     with pytest.raises(QueryValidationError, match="behaviors"):
         ws.fetch_profiles("t", query=EngageQuery(cohort_id=3), behaviors=BEHAVIOR, progress=False)
     with pytest.raises(QueryValidationError, match="cohort_id"):
@@ -488,7 +488,6 @@ CLI_CASES: list[tuple[str, list[str], dict[str, str | None], str]] = [
     ("abbreviated-option", ["t", "--cohort", "3"], {}, "--cohort"),
     ("append+replace", ["t", "--append", "--replace"], {}, "--replace"),
     ("resume+query", ["base", "--resume", "--where", "true"], {}, "--where"),
-    ("workers-without-parallel", ["t", "--workers", "3"], {}, "--workers"),
     ("workers-zero", ["t", "--parallel", "--workers", "0"], {}, "--workers"),
     ("table-exists", ["base"], {}, "base"),
     ("append-missing", ["t", "--append"], {}, "--append"),
