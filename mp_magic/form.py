@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from .display import literal_html
 from .exceptions import InvalidTableNameError, MpMagicError, QueryValidationError
 from .query import EngageParam, EngageQuery, engage_params
 from .storage.naming import validate_table_name
@@ -435,9 +436,7 @@ class FetchForm:
         shown = frame.head(PREVIEW_ROWS)
         markup = shown.to_html(max_cols=20, border=0, classes="dataframe mp-form-preview-table")
         note = f"<p>first {len(shown)} of {len(frame):,} rows</p>"
-        # property names like $email and $city must not be typeset as LaTeX: the ignore class
-        # of MathJax 4 (JupyterLab 4.6+) and of MathJax 2/3 (older front ends)
-        html_text = f'<div class="mathjax_ignore tex2jax_ignore">{markup}{note}</div>'
+        html_text = literal_html(markup + note)  # `$email` is not LaTeX (mp_magic/display.py)
         self.preview.outputs = (
             {
                 "output_type": "display_data",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .client import MixpanelAPIClient
 from .config import Credentials, QueryBudgetSpec, Secret, Settings
+from .display import literal_dollars
 from .exceptions import ConfigurationError
 from .fetch import FetcherService
 from .fetch.engine import BatchCallback, WaitCallback
@@ -269,10 +270,10 @@ class Workspace:
 
     def sql(self, query: str) -> pd.DataFrame:
         """Run SQL over the workspace's tables (typed columns, nullable dtypes)."""
-        return self._storage.sql(query)
+        return literal_dollars(self._storage.sql(query))  # `$` stays literal in notebooks
 
     def table(self, name: str, *, raw: bool = False) -> pd.DataFrame:
-        return self._storage.table(name, raw=raw)
+        return literal_dollars(self._storage.table(name, raw=raw))
 
     def tables(self) -> list[str]:
         return self._storage.tables()
