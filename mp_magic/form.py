@@ -378,6 +378,7 @@ class FetchForm:
         workers = int(self.workers_input.value) if parallel else None
         self.error = None
         self.preview.outputs = ()
+        reporter = None
         try:
             from .progress import WidgetProgress
 
@@ -404,6 +405,8 @@ class FetchForm:
         except Exception as exc:  # the form's contract: one line, never a traceback
             self.error = _error_text(exc)
             self._set_status("error", self.error)
+            if reporter is not None:  # the progress area shows the failure, not "connecting…"
+                reporter.abort(self.error)
         finally:
             self._fetching = False
             self._sync_button()

@@ -354,6 +354,40 @@ DOLLAR_VALUE = "$a$ costs $b$"
 """Two `$` pairs: MathJax typesets both ``a`` and ``b`` unless the output is marked to be ignored."""
 
 
+PROGRESS_CELL = """\
+from mp_magic.progress import WidgetProgress
+from mp_magic.types import FetchPlan, ProfileBatchProgress
+
+for done, total in [(1, 5), (1234, 5000), (0, 1)]:  # short, long and singular labels
+    bar = WidgetProgress(countdown_interval=None)
+    bar.start(FetchPlan(table="t", total_profiles=total * 1000, page_size=1000,
+                        total_pages=total, workers=5, budget_remaining=60))
+    bar.batch(ProfileBatchProgress(page_index=0, total_pages=total, rows=1000, success=True,
+                                   pages_done=done, rows_total=done * 1000, elapsed_seconds=1.0))
+bar.abort("interrupted: 0/1 page kept")  # the longest state word
+"""
+"""Progress bars whose labels differ in length, as a long fetch's label grows."""
+
+
+def _assert_bars_line_up(page: Any) -> None:
+    """Every bar starts at the same x and has the same length, whatever its label says."""
+    page.wait_for_selector(".mp-progress-failed, .mp-progress-interrupted", timeout=60_000)
+    boxes = page.evaluate(
+        """() => [...document.querySelectorAll('.mp-progress-bar')].map(bar => {
+            const track = bar.querySelector('.progress');
+            const label = bar.querySelector('.widget-label');
+            const r = track.getBoundingClientRect();
+            return {label: label ? label.textContent : '', x: r.left, width: r.width};
+        })"""
+    )
+    assert len(boxes) == 3, boxes
+    labels = [b["label"] for b in boxes]
+    assert labels == ["1/5 pages", "1234/5000 pages", "interrupted"], labels
+    assert len({round(b["x"]) for b in boxes}) == 1, boxes
+    assert len({round(b["width"]) for b in boxes}) == 1, boxes
+    assert boxes[0]["width"] > 50, boxes
+
+
 def _write_dollar_notebook(path: Path) -> None:
     """A user's own frame (math expected: the control) beside mp_magic's frames (none expected)."""
     import nbformat
@@ -364,6 +398,7 @@ def _write_dollar_notebook(path: Path) -> None:
         f"ws.sql(\"SELECT '{DOLLAR_VALUE}' AS note\")",
         "ws.fetch_profiles('people', progress=False, output_properties=['$email', 'plan'])\n"
         "ws.table('people').head(3)",
+        PROGRESS_CELL,
     ]
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
@@ -377,7 +412,8 @@ def _write_dollar_notebook(path: Path) -> None:
 
 def test_dollar_signs_render_literally_only_in_mp_magic_frames(lab: Lab) -> None:
     """MathJax runs over HTML outputs in JupyterLab (the control frame is typeset), yet mp_magic's
-    frames, from `ws.sql` and `ws.table` without `%load_ext`, show every `$` as typed."""
+    frames, from `ws.sql` and `ws.table` without `%load_ext`, show every `$` as typed. The same
+    notebook shows progress bars with labels of different lengths: they line up."""
     failure = ARTIFACTS / "screenshots" / "dollars-failure.png"
     failure.unlink(missing_ok=True)
     _write_dollar_notebook(lab.root / "dollars.ipynb")
@@ -399,6 +435,7 @@ def test_dollar_signs_render_literally_only_in_mp_magic_frames(lab: Lab) -> None
                 assert output.query_selector(MATH_SELECTOR) is None, output.inner_html()[:800]
             assert DOLLAR_VALUE in ours[0].inner_text()
             assert '"$email"' in ours[1].inner_text()
+            _assert_bars_line_up(page)
             page.screenshot(path=str(ARTIFACTS / "screenshots" / "dollars.png"))
         except BaseException:
             _on_failure(page, lab, failure)
