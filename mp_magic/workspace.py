@@ -8,6 +8,7 @@ emulator on loopback, started lazily so importing mp_magic never opens a socket.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,6 +114,9 @@ class Workspace:
                 if self.using_emulator:
                     settings = self._start_emulator(settings)
                 self._client = MixpanelAPIClient(settings)
+                # a Workspace nobody closes (a script, a kernel that just exits) still closes its
+                # connections and emulator at exit: no "ResourceWarning: unclosed socket"
+                weakref.finalize(self, _release, self._client, self._emulator)
             return self._client
 
     @property
@@ -311,6 +315,13 @@ class Workspace:
             return "Workspace(<not initialised>)"
         where = str(self._path) if self._path else ":memory:"
         return f"Workspace(path={where!r}, source={self.source!r})"
+
+
+def _release(client: MixpanelAPIClient, emulator: Any) -> None:
+    """Close what `Workspace.client` opened (both calls are idempotent: close() may have run)."""
+    client.close()
+    if emulator is not None:
+        emulator.stop()
 
 
 def _reporter(
