@@ -304,6 +304,13 @@ def test_quickstart_runs_in_jupyterlab(lab: Lab) -> None:
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT))
             assert SCREENSHOT.stat().st_size > 10_000
+            # and the right end of the same table: the properties JSON, every `$` as typed
+            fetched.evaluate(
+                """(area) => { for (let el = area.querySelector('table.dataframe'); el && el !== area;
+                     el = el.parentElement) if (el.scrollWidth > el.clientWidth) el.scrollLeft = 1e6; }"""
+            )
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(SCREENSHOT.with_name("quickstart-properties.png")))
         except BaseException:
             _on_failure(page, lab, FAILURE_SCREENSHOT)
             raise
