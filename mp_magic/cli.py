@@ -304,13 +304,6 @@ def _cmd_fetch_profiles(ns: argparse.Namespace) -> int:
                 f"NAME: table {ns.name!r} already exists in {db}; add --append to add to it "
                 "or --replace to replace it"
             ) from None
-        except TableNotFoundError as exc:
-            if not request.append:
-                raise
-            raise ArgumentSpecError(
-                f"NAME: table {ns.name!r} does not exist in {db}, so there is nothing to append "
-                "to; drop --append"
-            ) from exc
     summary = result_summary(result)
     _out(_render_result(summary, ns.format))
     if result.note and not ns.quiet:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from .display import literal_html
 from .exceptions import InvalidTableNameError, MpMagicError, QueryValidationError
 from .query import EngageParam, EngageQuery, engage_params
 from .request import DEFAULT_TABLE, MAX_WORKERS, FetchRequest
@@ -389,6 +390,7 @@ class FetchForm:
         table, parallel = request.table, request.is_parallel
         self.error = self.error_field = None
         self.preview.outputs = ()
+        reporter = None
         try:
             from .progress import WidgetProgress
 
@@ -408,6 +410,8 @@ class FetchForm:
             self.error = _error_text(exc)
             self.error_field = exc.parameter if isinstance(exc, QueryValidationError) else None
             self._set_status("error", self.error)
+            if reporter is not None:  # the progress area shows the failure, not "connecting…"
+                reporter.abort(self.error)
         finally:
             self._fetching = False
             self._sync_button()
@@ -440,9 +444,7 @@ class FetchForm:
         shown = frame.head(PREVIEW_ROWS)
         markup = shown.to_html(max_cols=20, border=0, classes="dataframe mp-form-preview-table")
         note = f"<p>first {len(shown)} of {len(frame):,} rows</p>"
-        # property names like $email and $city must not be typeset as LaTeX: the ignore class
-        # of MathJax 4 (JupyterLab 4.6+) and of MathJax 2/3 (older front ends)
-        html_text = f'<div class="mathjax_ignore tex2jax_ignore">{markup}{note}</div>'
+        html_text = literal_html(markup + note)  # `$email` is not LaTeX (mp_magic/display.py)
         self.preview.outputs = (
             {
                 "output_type": "display_data",

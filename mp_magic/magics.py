@@ -39,6 +39,7 @@ from traitlets import Bool, Dict, Integer, Unicode
 
 from . import argspec
 from .argspec import SpecParser
+from .display import install_formatter, literal_dollars
 from .exceptions import (
     APIError,
     ConfigurationError,
@@ -632,7 +633,7 @@ class MpMagic(Magics):
                 fetched_at=meta.fetched_at,
             )
             rows.append(row)
-        return pd.DataFrame(rows)
+        return literal_dollars(pd.DataFrame(rows))
 
     @line_magic
     def mp_form(self, line: str = "") -> None:
@@ -746,6 +747,7 @@ def summary_line(
 def load_ipython_extension(ipython: InteractiveShell) -> None:
     """``%load_ext mp_magic``: register the magics and make ``%config MpMagic.*`` work."""
     unload_ipython_extension(ipython)  # a reload must not leave a second MpMagic configurable
+    install_formatter(ipython)  # mp_magic's frames render `$` literally (mp_magic/display.py)
     ipython.register_magics(MpMagic(shell=ipython))  # Magics adds itself to shell.configurables
 
 

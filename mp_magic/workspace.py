@@ -8,12 +8,14 @@ emulator on loopback, started lazily so importing mp_magic never opens a socket.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .client import MixpanelAPIClient
 from .config import Credentials, QueryBudgetSpec, Secret, Settings
+from .display import literal_dollars
 from .exceptions import ConfigurationError, TableNotFoundError, TableRequiredError
 from .fetch import FetcherService
 from .query import EngageQuery
@@ -117,6 +119,9 @@ class Workspace:
                 if self.using_emulator:
                     settings = self._start_emulator(settings)
                 self._client = MixpanelAPIClient(settings)
+                # a Workspace nobody closes (a script, a kernel that just exits) still closes its
+                # connections and emulator at exit: no "ResourceWarning: unclosed socket"
+                weakref.finalize(self, _release, self._client, self._emulator)
             return self._client
 
     @property
@@ -233,10 +238,10 @@ class Workspace:
 
     def sql(self, query: str) -> pd.DataFrame:
         """Run SQL over the workspace's tables (typed columns, nullable dtypes)."""
-        return self._storage.sql(query)
+        return literal_dollars(self._storage.sql(query))  # `$` stays literal in notebooks
 
     def table(self, name: str, *, raw: bool = False) -> pd.DataFrame:
-        return self._storage.table(name, raw=raw)
+        return literal_dollars(self._storage.table(name, raw=raw))
 
     def tables(self) -> list[str]:
         return self._storage.tables()
@@ -274,6 +279,13 @@ class Workspace:
             return "Workspace(<not initialised>)"
         where = str(self._path) if self._path else ":memory:"
         return f"Workspace(path={where!r}, source={self.source!r})"
+
+
+def _release(client: MixpanelAPIClient, emulator: Any) -> None:
+    """Close what `Workspace.client` opened (both calls are idempotent: close() may have run)."""
+    client.close()
+    if emulator is not None:
+        emulator.stop()
 
 
 def _reporter(request: FetchRequest) -> ProgressReporter | None:

@@ -280,7 +280,7 @@ BAD = [
         "--distinct-ids: 2001 ids is more than the 2000 allowed per query",
     ),
     ("--distinct-id a --distinct-ids b", None, "--distinct-ids: give either"),
-    ('--behaviors \'[{"name": "b"}]\' --cohort-id 3', None, "--behaviors: behaviors and cohort_id"),
+    ('--behaviors \'[{"name": "b"}]\' --cohort-id 3', None, "--behaviors: --behaviors and --cohort-id cannot be combined"),
     ("--behaviors 'not json'", None, "--behaviors: is not valid JSON"),
     ("--as-of-timestamp 1735689600000", None, "--as-of-timestamp: 1735689600000 is past year 9999"),
     ("--include-all-users", None, "--include-all-users: only applies to a cohort"),
@@ -292,8 +292,8 @@ BAD = [
     ("--table 1st", None, "--table: table name '1st'"),
     ("--append --table missing", None, "--append: no table named 'missing'"),
     ("--resume --table missing", None, "--resume: no table or interrupted fetch named 'missing'"),
-    ("--resume --append", None, "--resume: cannot be combined with append"),
-    ("--resume --where x", None, "--where: resume continues the table's stored query"),
+    ("--resume --append", None, "--resume: cannot be combined with --append"),
+    ("--resume --where x", None, "--where: --resume continues the table's stored query"),
     ("--distinct-ids {undefined_var}", None, "`{undefined_var}`: no variable named undefined_var"),
     ("--where x", "where: y\n", "--where: given both on the magic line and in the cell body"),
     ("", "colour: red\n", "cell line 1: unknown parameter `colour`"),
@@ -328,7 +328,7 @@ def test_bad_options_are_one_line_usage_errors_with_nothing_written(ip: Interact
             problems.append(f"{line!r} {cell!r}: sent a request")
         if ws_of(ip) is not ws or ws.tables() != tables or ws.metadata("existing") != meta:
             problems.append(f"{line!r} {cell!r}: changed the workspace")
-    assert problems == []
+    assert problems == [], "\n".join(problems)
     assert len(BAD) >= 29
 
 

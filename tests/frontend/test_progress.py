@@ -233,7 +233,7 @@ def test_widget_runs_to_done() -> None:
     assert w.bar.bar_style == "success" and w.bar.description == "done"
     assert w.bar.value == w.bar.max == 4
     assert DONE_CLASS in w.classes and PARTIAL_CLASS not in w.classes
-    assert "done: 4 pages, 3,500 rows in 4.0 s" in w.status.value
+    assert w.status.value == "4 pages, 3,500 rows in 4.0 s"  # "done" is on the bar, once
 
 
 def test_widget_failed_pages_show_distinctly_and_end_partial() -> None:
@@ -311,7 +311,7 @@ def test_widget_notices_interrupt_and_failure() -> None:
     w = widget()
     w.start(plan(pages=3))
     w.abort("fetch failed: HTTP 401: bad credentials")
-    assert w.state == "failed" and "HTTP 401" in w.detail.value
+    assert w.state == "failed" and "HTTP 401" in w.status.value
 
 
 def test_widget_displays_itself_on_the_first_event_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -373,3 +373,93 @@ def test_reporters_satisfy_the_protocol() -> None:
         r.wait(BudgetWait(seconds=1, reason="concurrent", message="5 in flight"))
         r.notice("n")
         r.finish(done_result(successful_pages=1, rows=500))
+
+
+# -- what the analyst reads ------------------------------------------------------------------------
+
+
+def _visible(w: WidgetProgress) -> str:
+    """Everything the widget shows: the bar's label, the status and the detail lines."""
+    return " ".join([w.bar.description, w.status.value, w.detail.value])
+
+
+def test_widget_says_done_once() -> None:
+    w = widget()
+    w.start(plan(pages=2))
+    w.batch(batch(2, total=2))
+    w.finish(done_result(successful_pages=2, rows=2000, duration_seconds=1.0))
+    assert _visible(w).count("done") == 1, _visible(w)
+    assert w.text == "done: 2 pages, 2,000 rows in 1.0 s"  # the plain-text view keeps its word
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_widget_after_a_failure_shows_it_not_a_stale_line(started: bool) -> None:
+    w = widget()
+    if started:
+        w.start(plan(pages=3))
+        w.batch(batch(1, total=3))
+    w.abort("fetch failed: HTTP 403: forbidden <project>")
+    shown = _visible(w)
+    assert "connecting" not in shown and "starting" not in shown and "left" not in shown
+    assert w.bar.description == "failed" and FAILED_CLASS in w.classes
+    assert "HTTP 403: forbidden &lt;project&gt;" in w.status.value
+    assert w.text == "fetch failed: HTTP 403: forbidden <project>"
+
+
+def test_counts_agree_in_number() -> None:
+    one = plan(pages=1, profiles=1)
+    w = widget()
+    w.start(one)
+    assert w.bar.description == "0/1 page"
+    assert "1 profile in 1 page of 1,000" in w.status.value
+    w.batch(batch(1, total=1, rows=1))
+    assert w.bar.description == "1/1 page" and "1 row" in w.status.value
+    assert "1 rows" not in w.status.value
+    single = done_result(successful_pages=1, rows=1, duration_seconds=0.5)
+    assert result_summary(single, one) == "done: 1 page, 1 row in 0.5 s"
+    lost = done_result(successful_pages=0, rows=0, failed_page_indices=(0,), status="partial")
+    assert result_summary(lost, one).startswith("partial: 0/1 page, failed pages [0], 0 rows")
+    cut = done_result(successful_pages=0, rows=0, status="interrupted")
+    assert result_summary(cut, one).startswith("interrupted: 0/1 page, 0 rows kept")
+    out = io.StringIO()
+    TextProgress(out).start(one)
+    assert out.getvalue() == "fetching profiles: 1 profile in 1 page of 1,000\n"
+
+
+def test_time_left_after_the_first_page_counts_the_pages_in_flight() -> None:
+    """5 pages, 5 workers, the first page took 1 s: the other 4 run at once, ~1 s, not ~4 s."""
+    out = io.StringIO()
+    p = TextProgress(out, min_interval=0, clock=FakeClock())
+    p.start(plan(pages=5, workers=5))
+    p.batch(batch(1, total=5, elapsed=1.0, page=0))
+    assert out.getvalue().splitlines()[-1].endswith(" · ~1.0 s left")
+
+    # 50 pages: rounds of 5 left, less the time the current round has run
+    out = io.StringIO()
+    p = TextProgress(out, min_interval=0, clock=FakeClock())
+    p.start(plan(pages=50, workers=5))
+    p.batch(batch(1, total=50, elapsed=1.0, page=0))
+    assert "~10 s left" in out.getvalue().splitlines()[-1]  # ceil(49 / 5) rounds of 1 s
+    p.batch(batch(2, total=50, elapsed=1.9))  # the first of the round of 5 in flight
+    assert "~9.1 s left" in out.getvalue().splitlines()[-1]
+    # a whole round done: measured throughput of the parallel pages (5 in 1 s) takes over
+    p.batch(batch(6, total=50, elapsed=2.0))
+    assert "~8.8 s left" in out.getvalue().splitlines()[-1]
+
+
+def test_sequential_time_left_is_pages_left_times_a_page() -> None:
+    out = io.StringIO()
+    p = TextProgress(out, min_interval=0, clock=FakeClock())
+    p.start(plan(pages=5, workers=1))
+    p.batch(batch(1, total=5, elapsed=1.0, page=0))
+    assert out.getvalue().splitlines()[-1].endswith(" · ~4.0 s left")
+
+
+def test_widget_label_and_bar_have_a_fixed_width() -> None:
+    from mp_magic.progress import BAR_WIDTH, LABEL_WIDTH
+
+    w = widget()
+    w.start(plan(pages=5000))
+    assert w.bar.style.description_width == LABEL_WIDTH
+    assert w.bar.layout.width == w.bar.layout.min_width == BAR_WIDTH
+    assert w.bar.layout.flex == "0 0 auto"  # the status beside it cannot squeeze it

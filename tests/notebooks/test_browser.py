@@ -89,6 +89,7 @@ class Lab:
     token: str
     process: subprocess.Popen[bytes]
     log: Path
+    root: Path
 
     def tail(self, lines: int = 40) -> str:
         with contextlib.suppress(OSError):
@@ -167,7 +168,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: kernels die with it
         )
-    server = Lab(url=f"http://127.0.0.1:{port}", token=token, process=process, log=log)
+    server = Lab(url=f"http://127.0.0.1:{port}", token=token, process=process, log=log, root=root)
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while True:
@@ -286,6 +287,11 @@ def test_quickstart_runs_in_jupyterlab(lab: Lab) -> None:
             _assert_no_errors(page)
             partial = page.query_selector_all(".mp-progress-partial")
             assert not partial, "a fetch in the quickstart came back partial"
+            # the fetched table's properties JSON is full of `$`: shown as typed, never as math
+            _assert_no_math_in_outputs(page)
+            fetched = _output_of_cell(page, "%mp_profiles df")
+            assert '"$email"' in fetched.inner_text(), fetched.inner_text()[:500]
+            assert _scrolls_sideways(fetched), "the wide profiles table lost its horizontal scroll"
 
             # the screenshot the README shows: the fetch's progress bar and its DataFrame
             with contextlib.suppress(Exception):  # more room for the table
@@ -298,8 +304,148 @@ def test_quickstart_runs_in_jupyterlab(lab: Lab) -> None:
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT))
             assert SCREENSHOT.stat().st_size > 10_000
+            # and the right end of the same table: the properties JSON, every `$` as typed
+            fetched.evaluate(
+                """(area) => { for (let el = area.querySelector('table.dataframe'); el && el !== area;
+                     el = el.parentElement) if (el.scrollWidth > el.clientWidth) el.scrollLeft = 1e6; }"""
+            )
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(SCREENSHOT.with_name("quickstart-properties.png")))
         except BaseException:
             _on_failure(page, lab, FAILURE_SCREENSHOT)
+            raise
+
+
+MATH_SELECTOR = "mjx-container, .MathJax, .MathJax_Display, .MathJax_Preview"
+
+
+def _assert_no_math_in_outputs(page: Any) -> None:
+    """No output was typeset by MathJax: every `$` in a table stayed a `$`."""
+    typeset = page.query_selector_all(
+        ", ".join(f".jp-OutputArea-output {s}" for s in MATH_SELECTOR.split(", "))
+    )
+    assert not typeset, [t.inner_text() for t in typeset][:5]
+
+
+def _output_of_cell(page: Any, source_start: str) -> Any:
+    """The output area of the first code cell whose source starts with ``source_start``."""
+    for cell in page.query_selector_all(".jp-CodeCell"):
+        editor = cell.query_selector(".jp-InputArea-editor")
+        if editor is not None and editor.inner_text().strip().startswith(source_start):
+            output = cell.query_selector(".jp-OutputArea")
+            assert output is not None, f"cell {source_start!r} has no output area"
+            return output
+    raise AssertionError(f"no cell starting with {source_start!r}")
+
+
+def _scrolls_sideways(output: Any) -> bool:
+    """A table wider than the notebook sits in an element that scrolls horizontally."""
+    return bool(
+        output.evaluate(
+            """(area) => {
+                const table = area.querySelector('table.dataframe');
+                if (!table) return false;
+                for (let el = table.parentElement; el && el !== area.parentElement;
+                     el = el.parentElement) {
+                    const style = getComputedStyle(el).overflowX;
+                    if ((style === 'auto' || style === 'scroll') && el.scrollWidth > el.clientWidth)
+                        return true;
+                }
+                return false;
+            }"""
+        )
+    )
+
+
+DOLLAR_VALUE = "$a$ costs $b$"
+"""Two `$` pairs: MathJax typesets both ``a`` and ``b`` unless the output is marked to be ignored."""
+
+
+PROGRESS_CELL = """\
+from mp_magic.progress import WidgetProgress
+from mp_magic.types import FetchPlan, ProfileBatchProgress
+
+for done, total in [(1, 5), (1234, 5000), (0, 1)]:  # short, long and singular labels
+    bar = WidgetProgress(countdown_interval=None)
+    bar.start(FetchPlan(table="t", total_profiles=total * 1000, page_size=1000,
+                        total_pages=total, workers=5, budget_remaining=60))
+    bar.batch(ProfileBatchProgress(page_index=0, total_pages=total, rows=1000, success=True,
+                                   pages_done=done, rows_total=done * 1000, elapsed_seconds=1.0))
+bar.abort("interrupted: 0/1 page kept")  # the longest state word
+"""
+"""Progress bars whose labels differ in length, as a long fetch's label grows."""
+
+
+def _assert_bars_line_up(page: Any) -> None:
+    """Every bar starts at the same x and has the same length, whatever its label says."""
+    page.wait_for_selector(".mp-progress-failed, .mp-progress-interrupted", timeout=60_000)
+    boxes = page.evaluate(
+        """() => [...document.querySelectorAll('.mp-progress-bar')].map(bar => {
+            const track = bar.querySelector('.progress');
+            const label = bar.querySelector('.widget-label');
+            const r = track.getBoundingClientRect();
+            return {label: label ? label.textContent : '', x: r.left, width: r.width};
+        })"""
+    )
+    assert len(boxes) == 3, boxes
+    labels = [b["label"] for b in boxes]
+    assert labels == ["1/5 pages", "1234/5000 pages", "interrupted"], labels
+    assert len({round(b["x"]) for b in boxes}) == 1, boxes
+    assert len({round(b["width"]) for b in boxes}) == 1, boxes
+    assert boxes[0]["width"] > 50, boxes
+
+
+def _write_dollar_notebook(path: Path) -> None:
+    """A user's own frame (math expected: the control) beside mp_magic's frames (none expected)."""
+    import nbformat
+
+    cells = [
+        "import pandas as pd\nimport mp_magic\nws = mp_magic.Workspace()",
+        f"pd.DataFrame({{'note': [{DOLLAR_VALUE!r}]}})  # the user's own frame: LaTeX as usual",
+        f"ws.sql(\"SELECT '{DOLLAR_VALUE}' AS note\")",
+        "ws.fetch_profiles('people', progress=False, output_properties=['$email', 'plan'])\n"
+        "ws.table('people').head(3)",
+        PROGRESS_CELL,
+    ]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, path)
+
+
+def test_dollar_signs_render_literally_only_in_mp_magic_frames(lab: Lab) -> None:
+    """MathJax runs over HTML outputs in JupyterLab (the control frame is typeset), yet mp_magic's
+    frames, from `ws.sql` and `ws.table` without `%load_ext`, show every `$` as typed. The same
+    notebook shows progress bars with labels of different lengths: they line up."""
+    failure = ARTIFACTS / "screenshots" / "dollars-failure.png"
+    failure.unlink(missing_ok=True)
+    _write_dollar_notebook(lab.root / "dollars.ipynb")
+    with _browser_page() as page:
+        try:
+            _open_notebook(page, lab, "dollars.ipynb")
+            _run_all_cells(page)
+            page.wait_for_selector(
+                ".jp-OutputArea-output table.dataframe:has-text('user_000000')",
+                timeout=RUN_TIMEOUT_MS,
+            )
+            _wait_all_cells_ran(page)
+            _assert_no_errors(page)
+            control = _output_of_cell(page, "pd.DataFrame(")
+            control.wait_for_selector("mjx-container", timeout=60_000)  # the typesetter is on
+            ours = [_output_of_cell(page, "ws.sql("), _output_of_cell(page, "ws.fetch_profiles(")]
+            for output in ours:
+                assert output.query_selector("table.dataframe") is not None
+                assert output.query_selector(MATH_SELECTOR) is None, output.inner_html()[:800]
+            assert DOLLAR_VALUE in ours[0].inner_text()
+            assert '"$email"' in ours[1].inner_text()
+            _assert_bars_line_up(page)
+            page.screenshot(path=str(ARTIFACTS / "screenshots" / "dollars.png"))
+        except BaseException:
+            _on_failure(page, lab, failure)
             raise
 
 
@@ -328,6 +474,14 @@ def test_fetch_form_renders_and_its_button_fetches(lab: Lab) -> None:
             assert form is not None
             assert form.query_selector(".mp-progress-done") is not None
             assert form.query_selector(".mp-form-preview table.dataframe") is not None
+            _assert_no_math_in_outputs(page)
+            preview = form.query_selector(".mp-form-preview")
+            assert preview is not None and '"$email"' in preview.inner_text()
+            page.evaluate(
+                "() => document.querySelector('.mp-fetch-form').scrollIntoView({block: 'start'})"
+            )
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(ARTIFACTS / "screenshots" / "fetch_form_fetched.png"))
 
             # a real click (a comm message from the browser) on the form's Fetch button
             page.evaluate(

@@ -7,6 +7,7 @@ click the button. The fetch is real: HTTP to the built-in emulator over loopback
 
 from __future__ import annotations
 
+import html
 from collections.abc import Iterator
 from typing import Any
 
@@ -257,3 +258,35 @@ def test_package_exposes_fetch_form() -> None:
         form = mp_magic.fetch_form(ws, table="from_package")
         assert isinstance(form, FetchForm)
         assert form.table_name == "from_package"
+
+
+@pytest.mark.parametrize("cause", ["refused before a request", "refused by the server"])
+def test_a_failed_fetch_shows_the_failure_in_the_progress_area(
+    form: FetchForm, workspace: Workspace, cause: str
+) -> None:
+    from mp_magic.emulator import Fault
+    from mp_magic.progress import FAILED_CLASS
+
+    if cause == "refused by the server":
+        _ = workspace.client  # starts the emulator, so it can be told to refuse page 0
+        workspace.emulator.add_fault(Fault(kind="status", status=403, pages={0}, times=1))
+        form.set(table="forbidden")
+    else:
+        form.set(table="never_fetched", append=True)
+    assert form.fetch() is None and form.error is not None
+    (box,) = form.progress_box.children
+    shown = " ".join(
+        f"{getattr(w, 'description', '')} {w.value}"
+        for w in _widgets(box)
+        if isinstance(getattr(w, "value", None), str) or getattr(w, "description", "")
+    )
+    assert "connecting" not in shown and "starting" not in shown, shown
+    assert FAILED_CLASS in box._dom_classes
+    assert "failed" in shown and html.escape(form.error) in shown, shown
+
+
+def _widgets(box: Any) -> list[Any]:
+    found = [box]
+    for child in getattr(box, "children", ()):
+        found.extend(_widgets(child))
+    return found

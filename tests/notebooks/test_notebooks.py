@@ -7,7 +7,8 @@ source, as on Binder or a fresh clone.
 
 Cells tagged ``expect-dataframe`` must show a pandas DataFrame (HTML with the columns listed in
 the cell's ``mp_magic.columns`` metadata). No output may contain an error, a traceback, or the
-emulator's secret.
+emulator's secret. Every HTML table (all of them come from mp_magic here) carries MathJax's
+ignore classes, so a saved notebook shows its `$` literally too.
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ def test_notebook_runs_top_to_bottom(
             assert EMULATOR_SECRET not in text, f"{where} shows the secret"
             if output.output_type == "stream" and output.name == "stderr":
                 assert "Error" not in text, f"{where}: {text}"
+            table = (output.get("data") or {}).get("text/html", "")
+            if "<table" in table:  # every table here comes from mp_magic: `$` is not LaTeX
+                assert "mathjax_ignore" in table and "tex2jax_ignore" in table, f"{where}"
         if "expect-dataframe" in cell.metadata.get("tags", []):
             checked += 1
             html = [
