@@ -156,16 +156,18 @@ class MixpanelAPIClient:
         query: EngageQuery | None = None,
         on_wait: OnWait | None = None,
         cancel: threading.Event | None = None,
+        page_size: int | None = None,
         **params: Any,
     ) -> Page:
         """Fetch one Engage page: ``{"results", "total", "page_size", "page", "session_id"}``.
 
         ``params`` are Engage parameters (see `mp_magic.query`), merged over ``query``. Invalid
         parameters raise `QueryValidationError` before any request. Waits (budget, 429, retry
-        backoff) are reported to ``on_wait``; setting ``cancel`` ends them with
-        `FetchCancelledError`.
+        backoff) are reported to ``on_wait``; setting ``cancel`` ends them, and a request in
+        flight, with `FetchCancelledError`. ``page_size`` asks the server for pages of that many
+        profiles; the answer's ``page_size`` says what it serves, and is the one to plan with.
         """
-        form = self._form(page, session_id, query, params)
+        form = self._form(page, session_id, query, params, page_size)
         if form is None:
             return {
                 "results": [],
@@ -198,6 +200,7 @@ class MixpanelAPIClient:
         query: EngageQuery | None = None,
         on_wait: OnWait | None = None,
         cancel: threading.Event | None = None,
+        page_size: int | None = None,
         **params: Any,
     ) -> tuple[PageHead, bytes]:
         """One page as its `PageHead` and the response body exactly as the API sent it.
@@ -208,7 +211,7 @@ class MixpanelAPIClient:
         the body to storage, which parses it once, in DuckDB, off the GIL. Building a thousand
         dicts here took 4-5 ms a page on the fetch thread, between one request and the next.
         """
-        form = self._form(page, session_id, query, params)
+        form = self._form(page, session_id, query, params, page_size)
         if form is None:
             empty = PageHead(
                 page=page, count=0, total=0, page_size=DEFAULT_PAGE_SIZE, session_id=session_id
@@ -233,15 +236,22 @@ class MixpanelAPIClient:
 
     @staticmethod
     def _form(
-        page: int, session_id: str | None, query: EngageQuery | None, params: dict[str, Any]
+        page: int,
+        session_id: str | None,
+        query: EngageQuery | None,
+        params: dict[str, Any],
+        page_size: int | None,
     ) -> dict[str, str] | None:
         """The request's form; None when the query selects nothing (no request is needed)."""
         resolved = EngageQuery.merged(query, params)
         _check_page(page, session_id)
+        _check_page_size(page_size)
         if resolved.selects_nothing:
             return None
         form = resolved.to_form()
         form["page"] = str(page)
+        if page_size is not None:
+            form["page_size"] = str(page_size)
         if session_id:
             form["session_id"] = session_id
         return form
@@ -255,15 +265,23 @@ class MixpanelAPIClient:
         on_batch: Callable[[int], None] | None = None,
         on_wait: OnWait | None = None,
         cancel: threading.Event | None = None,
+        page_size: int | None = None,
         **params: Any,
     ) -> Iterator[dict[str, Any]]:
         """Every profile the query selects, page by page in one session (sequential).
 
         The query is validated now, not at the first ``next()``, so a bad parameter fails where it
         was written. ``on_batch(count_so_far)`` is called after each page.
+
+        The export ends on a short page (fewer results than the *answer's* ``page_size``) or an
+        empty one, and on nothing else: not on the asked ``page_size`` (a server may serve fewer,
+        and a client that plans from its request loses profiles), and not on ``total`` (counted
+        when the session began; profiles added since are still served). Pages that happen to be
+        exactly full cost one more, empty, request.
         """
         resolved = EngageQuery.merged(query, params)
-        return self._export(resolved, on_batch, on_wait, cancel)
+        _check_page_size(page_size)
+        return self._export(resolved, on_batch, on_wait, cancel, page_size)
 
     def _export(
         self,
@@ -271,26 +289,27 @@ class MixpanelAPIClient:
         on_batch: Callable[[int], None] | None,
         on_wait: OnWait | None,
         cancel: threading.Event | None,
+        page_size: int | None,
     ) -> Iterator[dict[str, Any]]:
         count = 0
         session_id: str | None = None
-        total: int | None = None
         page = 0
         while True:
             data = self.query_engage_page(
-                page, session_id=session_id, query=query, on_wait=on_wait, cancel=cancel
+                page,
+                session_id=session_id,
+                query=query,
+                on_wait=on_wait,
+                cancel=cancel,
+                page_size=page_size,
             )
             results: list[dict[str, Any]] = data["results"]
-            if page == 0:
-                total = data["total"]
             session_id = data["session_id"] or session_id
             yield from results
             count += len(results)
             if on_batch is not None:
                 on_batch(count)
             if len(results) < data["page_size"] or not results:
-                return
-            if total is not None and count >= total:
                 return
             if not session_id:
                 raise MalformedResponseError(
@@ -451,6 +470,15 @@ def _check_page(page: int, session_id: str | None) -> None:
     if page > 0 and session_id is None:
         raise QueryValidationError(
             "session_id", f"page {page} needs the session_id that page 0 returned"
+        )
+
+
+def _check_page_size(page_size: int | None) -> None:
+    if page_size is None:
+        return
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+        raise QueryValidationError(
+            "page_size", f"must be a whole number of profiles from 1, got {page_size!r}"
         )
 
 
