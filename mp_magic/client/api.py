@@ -10,9 +10,7 @@ reveals the secret: it goes into httpx's Basic auth and nowhere else.
 from __future__ import annotations
 
 import base64
-import importlib.metadata
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,41 +25,37 @@ from ..exceptions import (
     ConfigurationError,
     FetchCancelledError,
     MalformedResponseError,
-    QueryValidationError,
-    RateLimitError,
     TransportError,
 )
 from ..query import EngageQuery
-from ..text import format_duration
-from ..types import BudgetWait, PageHead, WaitReason
+from ..types import PageHead
+from ..urls import mask_url, strip_userinfo, url_secrets
 from . import errors
+from .attempts import OnWait, run_attempts
+from .cancel import on_cancel
 from .envelope import DEFAULT_PAGE_SIZE, read_profiles, read_raw
-from .errors import RateLimited, Redactor, Retryable
+from .errors import Redactor, Retryable
+from .request import check_page_size, page_form
 from .retry import RetryPolicy
+from .route import Route, choose_route
+from .transport import AbortableBackend, EngageTransport, Exchange, user_agent
 
 logger = logging.getLogger("mp_magic.client")
 
 Page = dict[str, Any]
-OnWait = Callable[[BudgetWait], None]
 T = TypeVar("T")
-
-
-def _package_version() -> str:
-    try:
-        return importlib.metadata.version("mp_magic")
-    except importlib.metadata.PackageNotFoundError:
-        # Running from a checkout: the package's own __version__ (looked up, not imported, since
-        # the package imports this module while it initialises).
-        package = sys.modules.get(__name__.partition(".")[0])
-        return str(getattr(package, "__version__", "dev"))
 
 
 class MixpanelAPIClient:
     """Thread-safe Engage client: one connection pool shared by every worker of every fetch.
 
     ``budget`` defaults to the process-wide `shared_budget` of the settings' project and server, so
-    concurrent fetches pace together. ``transport`` is httpx's hook (e.g. a custom TLS setup).
-    ``retry`` replaces the waiting rules (tests give it a fake sleep).
+    concurrent fetches pace together. ``retry`` replaces the waiting rules (tests give it a fake
+    sleep). ``transport`` is httpx's hook (e.g. a custom TLS setup); without it the client builds
+    its own (`transport.EngageTransport`): the route `route.choose_route` decides from the
+    environment (loopback never proxied, no credentials in clear text through a proxy), and
+    requests that a ``cancel`` event can abandon in flight. A custom transport keeps its own
+    routing, and only the waits between its requests can be cancelled.
     """
 
     #: Upper bound on 429 waits in one `query_engage_page` call; they do not use up
@@ -89,23 +83,37 @@ class MixpanelAPIClient:
         secret = credentials.secret.reveal()
         # Strings that must never leave this module: the secret and the Authorization value.
         token = base64.b64encode(f"{credentials.username}:{secret}".encode()).decode()
-        self._redact = Redactor((secret, token))
         pool = max(settings.query_budget.concurrent + 2, 7)
+        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+        self._route: Route | None = None
+        self._backend: AbortableBackend | None = None
+        if transport is None:
+            self._route = choose_route(settings.base_url)
+            own = EngageTransport(self._route, limits=limits)
+            self._backend = own.backend
+            transport = own
+        # The secret, the Authorization value, and passwords inside MP_API_URL or the proxy URL.
+        self._redact = Redactor(
+            (secret, token, *url_secrets(settings.base_url), *self._route_secrets())
+        )
         self._http = httpx.Client(
             auth=httpx.BasicAuth(credentials.username, secret),
-            headers={"User-Agent": f"mp_magic/{_package_version()}", "Accept": "application/json"},
+            headers={"User-Agent": user_agent(), "Accept": "application/json"},
             timeout=httpx.Timeout(
                 connect=settings.connect_timeout,
                 read=settings.read_timeout,
                 write=settings.read_timeout,
                 pool=max(settings.connect_timeout, 30.0),
             ),
-            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             transport=transport,
             follow_redirects=False,
+            trust_env=False,  # the route is ours (above); TLS settings stay the transport's
         )
         del secret, token
-        self._url = settings.engage_url
+        # Userinfo in MP_API_URL is never sent (the service account's Basic auth is), and a URL
+        # without it keeps httpx's request log free of the password.
+        self._url = strip_userinfo(settings.engage_url)
+        self._shown_url = mask_url(settings.engage_url)
         self._url_params: dict[str, str] = {"project_id": str(credentials.project_id)}
         if settings.workspace_id is not None:
             self._url_params["workspace_id"] = str(settings.workspace_id)
@@ -124,6 +132,15 @@ class MixpanelAPIClient:
     @property
     def retry_policy(self) -> RetryPolicy:
         return self._retry
+
+    @property
+    def route(self) -> str:
+        """How requests travel, for a source line: ``"direct"``, ``"via proxy http://host:3128"``
+        (any proxy password masked), or ``"custom transport"``."""
+        return str(self._route) if self._route is not None else "custom transport"
+
+    def _route_secrets(self) -> tuple[str, ...]:
+        return self._route.secrets() if self._route is not None else ()
 
     def close(self) -> None:
         if not self._closed:
@@ -144,7 +161,10 @@ class MixpanelAPIClient:
     def __repr__(self) -> str:
         creds = self._settings.credentials
         project = creds.project_id if creds else None
-        return f"MixpanelAPIClient(url={self._settings.engage_url!r}, project_id={project})"
+        return (
+            f"MixpanelAPIClient(url={self._shown_url!r}, project_id={project}, "
+            f"route={self.route!r})"
+        )
 
     # -- one page -----------------------------------------------------------------------------
 
@@ -167,7 +187,7 @@ class MixpanelAPIClient:
         flight, with `FetchCancelledError`. ``page_size`` asks the server for pages of that many
         profiles; the answer's ``page_size`` says what it serves, and is the one to plan with.
         """
-        form = self._form(page, session_id, query, params, page_size)
+        form = page_form(page, session_id, query, params, page_size)
         if form is None:
             return {
                 "results": [],
@@ -211,7 +231,7 @@ class MixpanelAPIClient:
         the body to storage, which parses it once, in DuckDB, off the GIL. Building a thousand
         dicts here took 4-5 ms a page on the fetch thread, between one request and the next.
         """
-        form = self._form(page, session_id, query, params, page_size)
+        form = page_form(page, session_id, query, params, page_size)
         if form is None:
             empty = PageHead(
                 page=page, count=0, total=0, page_size=DEFAULT_PAGE_SIZE, session_id=session_id
@@ -233,28 +253,6 @@ class MixpanelAPIClient:
             session_id=envelope.session_id,
         )
         return head, content
-
-    @staticmethod
-    def _form(
-        page: int,
-        session_id: str | None,
-        query: EngageQuery | None,
-        params: dict[str, Any],
-        page_size: int | None,
-    ) -> dict[str, str] | None:
-        """The request's form; None when the query selects nothing (no request is needed)."""
-        resolved = EngageQuery.merged(query, params)
-        _check_page(page, session_id)
-        _check_page_size(page_size)
-        if resolved.selects_nothing:
-            return None
-        form = resolved.to_form()
-        form["page"] = str(page)
-        if page_size is not None:
-            form["page_size"] = str(page_size)
-        if session_id:
-            form["session_id"] = session_id
-        return form
 
     # -- all pages ----------------------------------------------------------------------------
 
@@ -280,7 +278,7 @@ class MixpanelAPIClient:
         exactly full cost one more, empty, request.
         """
         resolved = EngageQuery.merged(query, params)
-        _check_page_size(page_size)
+        check_page_size(page_size)
         return self._export(resolved, on_batch, on_wait, cancel, page_size)
 
     def _export(
@@ -332,93 +330,45 @@ class MixpanelAPIClient:
     ) -> T:
         """Attempts until one answers 200 with a page ``read`` accepts; returns what it made.
 
-        ``read(status, body)`` runs inside the loop so a malformed body is retried like any other
-        transient failure.
+        ``read(status, body)`` runs inside each attempt so a malformed body is retried like any
+        other transient failure.
         """
-        retry = self._retry
-        failures = 0
-        rate_waits = 0
-        concurrent_streak = 0
-        prefix = f"page {page}: "
-
-        def report(event: BudgetWait) -> None:
-            if on_wait is not None:
-                text = event.message
-                on_wait(
-                    BudgetWait(
-                        seconds=event.seconds,
-                        reason=event.reason,
-                        message=text if text.startswith(prefix) else prefix + text,
-                        page_index=page,
-                    )
-                )
-
-        while True:
-            _check_cancel(cancel, page)
-            try:
-                with self._budget.acquire(cancel=cancel, on_wait=report):
-                    return read(*self._attempt(page, form, session_id))
-            except RateLimited as limited:
-                error = limited.error
-                rate_waits += 1
-                if rate_waits > self.max_rate_limit_waits:
-                    raise RateLimitError(
-                        f"{error.message} (still rate limited after {rate_waits - 1} waits)",
-                        retry_after=error.retry_after,
-                        limit=error.limit,
-                        page=page,
-                    ) from None
-                if error.limit == "hourly":
-                    delay = retry.hourly_delay(error.retry_after, self._budget)
-                    logger.info("page %d: hourly query limit reached; pausing %.1f s", page, delay)
-                    # The next acquire() waits out the block and reports it (reason "hourly").
-                    self._budget.block_for(delay, "hourly")
-                    concurrent_streak = 0
-                    continue
-                concurrent_streak += 1
-                delay = retry.concurrent_delay(concurrent_streak, error.retry_after)
-                self._pause(
-                    delay,
-                    "concurrent",
-                    f"Mixpanel's concurrent query limit is reached; retrying in "
-                    f"{format_duration(delay)}",
-                    report,
-                    cancel,
-                    page,
-                )
-            except Retryable as failed:
-                failures += 1
-                if retry.gives_up(failures):
-                    last = failed.error
-                    suffix = f" (gave up after {failures} attempts)"
-                    raise errors.with_message(last, last.message + suffix) from None
-                delay = retry.failure_delay(failures, failed.retry_after)
-                logger.info(
-                    "page %d: attempt %d of %d failed (%s); retrying in %.2f s",
-                    page,
-                    failures,
-                    retry.max_attempts,
-                    failed.error,
-                    delay,
-                )
-                self._pause(
-                    delay,
-                    "retry",
-                    f"{failed.error.message}; retry {failures} of {retry.max_attempts - 1} in "
-                    f"{format_duration(delay)}",
-                    report,
-                    cancel,
-                    page,
-                )
+        return run_attempts(
+            page,
+            lambda: read(*self._attempt(page, form, session_id, cancel)),
+            budget=self._budget,
+            policy=self._retry,
+            on_wait=on_wait,
+            cancel=cancel,
+            max_rate_limit_waits=self.max_rate_limit_waits,
+        )
 
     def _attempt(
-        self, page: int, form: dict[str, str], session_id: str | None
+        self,
+        page: int,
+        form: dict[str, str],
+        session_id: str | None,
+        cancel: threading.Event | None,
     ) -> tuple[int, bytes]:
-        """One HTTP exchange: a 200's ``(status, body)``, or a classified error raised."""
+        """One HTTP exchange: a 200's ``(status, body)``, or a classified error raised.
+
+        With a ``cancel`` event, setting it while the exchange is in flight shuts its socket down
+        (`transport.Exchange.abort`): the exchange ends at once, its result is discarded and
+        `FetchCancelledError` is raised.
+        """
+        if cancel is None or self._backend is None:
+            return self._exchange(page, form, session_id, None)
+        with self._backend.exchange() as exchange, on_cancel(cancel, exchange.abort):
+            return self._exchange(page, form, session_id, exchange)
+
+    def _exchange(
+        self, page: int, form: dict[str, str], session_id: str | None, exchange: Exchange | None
+    ) -> tuple[int, bytes]:
         started = time.monotonic()
         try:
             response = self._http.post(self._url, params=self._url_params, data=form)
         except httpx.TimeoutException as exc:
+            _check_aborted(exchange, page)
             raise Retryable(
                 TransportError(
                     f"page {page}: the API did not answer in time ({type(exc).__name__}); "
@@ -427,14 +377,16 @@ class MixpanelAPIClient:
                 )
             ) from None
         except httpx.HTTPError as exc:
+            _check_aborted(exchange, page)
             # Connection refused/reset, a body cut short, a protocol violation: all transient.
             raise Retryable(
                 TransportError(
-                    f"page {page}: connection to {self._settings.base_url} failed "
+                    f"page {page}: connection to {mask_url(self._settings.base_url)} failed "
                     f"({type(exc).__name__}: {self._redact(str(exc)) or 'no detail'})",
                     page=page,
                 )
             ) from None
+        _check_aborted(exchange, page)
         status = response.status_code
         logger.debug("page %d: HTTP %d in %.3f s", page, status, time.monotonic() - started)
         if status == 200:
@@ -443,45 +395,11 @@ class MixpanelAPIClient:
         retry_after = self._retry.retry_after(response.headers.get("Retry-After"))
         raise errors.for_status(page, session_id, status, message, retry_after)
 
-    # -- waiting ------------------------------------------------------------------------------
-
-    def _pause(
-        self,
-        seconds: float,
-        reason: WaitReason,
-        message: str,
-        report: OnWait,
-        cancel: threading.Event | None,
-        page: int,
-    ) -> None:
-        report(BudgetWait(seconds=seconds, reason=reason, message=message, page_index=page))
-        if self._retry.wait(seconds, cancel):
-            raise FetchCancelledError(f"page {page}: cancelled while waiting to retry")
-
 
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _check_page(page: int, session_id: str | None) -> None:
-    if isinstance(page, bool) or not isinstance(page, int) or page < 0:
-        raise QueryValidationError("page", f"must be a whole number from 0, got {page!r}")
-    if session_id is not None and (not isinstance(session_id, str) or not session_id.strip()):
-        raise QueryValidationError("session_id", "is empty; pass the session_id page 0 returned")
-    if page > 0 and session_id is None:
-        raise QueryValidationError(
-            "session_id", f"page {page} needs the session_id that page 0 returned"
-        )
-
-
-def _check_page_size(page_size: int | None) -> None:
-    if page_size is None:
-        return
-    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-        raise QueryValidationError(
-            "page_size", f"must be a whole number of profiles from 1, got {page_size!r}"
-        )
-
-
-def _check_cancel(cancel: threading.Event | None, page: int) -> None:
-    if cancel is not None and cancel.is_set():
-        raise FetchCancelledError(f"page {page}: cancelled")
+def _check_aborted(exchange: Exchange | None, page: int) -> None:
+    """A cancel reached the request in flight: whatever came back (or broke) is discarded."""
+    if exchange is not None and exchange.aborted:
+        raise FetchCancelledError(f"page {page}: cancelled; the request in flight was abandoned")
