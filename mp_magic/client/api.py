@@ -32,7 +32,7 @@ from ..types import PageHead
 from ..urls import mask_url, strip_userinfo, url_secrets
 from . import errors
 from .attempts import OnWait, run_attempts
-from .cancel import on_cancel
+from .cancel import CancelEvent, on_cancel
 from .envelope import DEFAULT_PAGE_SIZE, read_profiles, read_raw
 from .errors import Redactor, Retryable
 from .request import check_page_size, page_form
@@ -54,7 +54,7 @@ class MixpanelAPIClient:
     sleep). ``transport`` is httpx's hook (e.g. a custom TLS setup); without it the client builds
     its own (`transport.EngageTransport`): the route `route.choose_route` decides from the
     environment (loopback never proxied, no credentials in clear text through a proxy), and
-    requests that a ``cancel`` event can abandon in flight. A custom transport keeps its own
+    requests that a `CancelEvent` can abandon in flight. A custom transport keeps its own
     routing, and only the waits between its requests can be cancelled.
     """
 
@@ -183,8 +183,9 @@ class MixpanelAPIClient:
 
         ``params`` are Engage parameters (see `mp_magic.query`), merged over ``query``. Invalid
         parameters raise `QueryValidationError` before any request. Waits (budget, 429, retry
-        backoff) are reported to ``on_wait``; setting ``cancel`` ends them, and a request in
-        flight, with `FetchCancelledError`. ``page_size`` asks the server for pages of that many
+        backoff) are reported to ``on_wait``; setting ``cancel`` ends them with
+        `FetchCancelledError`, and a `CancelEvent` ends the request in flight too (within
+        milliseconds: its socket is shut down). ``page_size`` asks the server for pages of that many
         profiles; the answer's ``page_size`` says what it serves, and is the one to plan with.
         """
         form = page_form(page, session_id, query, params, page_size)
@@ -352,11 +353,11 @@ class MixpanelAPIClient:
     ) -> tuple[int, bytes]:
         """One HTTP exchange: a 200's ``(status, body)``, or a classified error raised.
 
-        With a ``cancel`` event, setting it while the exchange is in flight shuts its socket down
+        With a `CancelEvent`, setting it while the exchange is in flight shuts its socket down
         (`transport.Exchange.abort`): the exchange ends at once, its result is discarded and
         `FetchCancelledError` is raised.
         """
-        if cancel is None or self._backend is None:
+        if not isinstance(cancel, CancelEvent) or self._backend is None:
             return self._exchange(page, form, session_id, None)
         with self._backend.exchange() as exchange, on_cancel(cancel, exchange.abort):
             return self._exchange(page, form, session_id, exchange)

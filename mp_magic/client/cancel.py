@@ -3,14 +3,14 @@
 A page can take minutes to answer, and a read timeout is minutes too; a Stop that waits for the
 page in flight is not a stop. The client ends an in-flight request by shutting down its socket
 (`transport.Exchange.abort`), which wakes the blocked read at once. Something has to call that when
-the user's cancel event is set, without the request thread polling with tiny timeouts:
+the user's cancel is set, without the request thread polling with tiny timeouts, and a plain
+`threading.Event` cannot tell anyone it was set. `CancelEvent` can: it is a `threading.Event`
+that runs callbacks, on the thread that sets it. No extra thread, no polling.
 
-- a `CancelEvent` (a `threading.Event` that runs callbacks when set) calls it from the thread that
-  sets the event: no extra thread, no polling, nothing to clean up but the callback;
-- any other event (a plain `threading.Event`, or a subclass that overrides ``is_set``) cannot tell
-  anyone it was set, so a helper thread watches it while the request is in flight, waking on its
-  own "request finished" event (so it ends the moment the request does) and checking the cancel
-  event every `WATCH_INTERVAL` seconds. It is joined before the call returns.
+A plain `threading.Event` still ends every wait (budget, 429, backoff) as before, but lets the
+request in flight finish: abandoning it is a change of behaviour its owner opts into, because the
+server keeps running an abandoned query for a while (Mixpanel counts it against the 5 concurrent
+queries until it ends), so an immediate retry or resume may meet a concurrent-limit 429 first.
 """
 
 from __future__ import annotations
@@ -21,9 +21,6 @@ import threading
 from collections.abc import Callable, Iterator
 
 logger = logging.getLogger("mp_magic.client")
-
-WATCH_INTERVAL = 0.1
-"""How often the helper thread looks at an event it cannot hook (plain `threading.Event`)."""
 
 
 class CancelEvent(threading.Event):
@@ -76,10 +73,7 @@ class CancelEvent(threading.Event):
 
 @contextlib.contextmanager
 def on_cancel(cancel: threading.Event | None, action: Callable[[], None]) -> Iterator[None]:
-    """Run ``action`` if ``cancel`` is set while the ``with`` block runs (at most once)."""
-    if cancel is None:
-        yield
-        return
+    """Run ``action`` if ``cancel`` (a `CancelEvent`) is set while the ``with`` block runs."""
     if isinstance(cancel, CancelEvent):
         remove = cancel.add_callback(action)
         try:
@@ -87,25 +81,8 @@ def on_cancel(cancel: threading.Event | None, action: Callable[[], None]) -> Ite
         finally:
             remove()
         return
-    finished = threading.Event()
-
-    def watch() -> None:
-        while not finished.wait(WATCH_INTERVAL):
-            if cancel.is_set():
-                _run(action)
-                return
-
-    watcher = threading.Thread(target=watch, name="mp_magic-cancel-watch", daemon=True)
-    if cancel.is_set():
-        _run(action)
-    else:
-        watcher.start()
-    try:
-        yield
-    finally:
-        finished.set()
-        if watcher.is_alive():
-            watcher.join()
+    # A plain Event cannot call us back; see the module docstring.
+    yield
 
 
 def _run(callback: Callable[[], None]) -> None:
