@@ -80,18 +80,18 @@ class MixpanelAPIClient:
         self._settings = settings
         self._budget = budget if budget is not None else shared_budget(settings)
         self._retry = retry if retry is not None else RetryPolicy.from_settings(settings)
-        secret = credentials.secret.reveal()
-        # Strings that must never leave this module: the secret and the Authorization value.
-        token = base64.b64encode(f"{credentials.username}:{secret}".encode()).decode()
         pool = max(settings.query_budget.concurrent + 2, 7)
         limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
         self._route: Route | None = None
         self._backend: AbortableBackend | None = None
-        if transport is None:
+        if transport is None:  # may refuse the route: decided before the secret is revealed
             self._route = choose_route(settings.base_url)
             own = EngageTransport(self._route, limits=limits)
             self._backend = own.backend
             transport = own
+        secret = credentials.secret.reveal()
+        # Strings that must never leave this module: the secret and the Authorization value.
+        token = base64.b64encode(f"{credentials.username}:{secret}".encode()).decode()
         # The secret, the Authorization value, and passwords inside MP_API_URL or the proxy URL.
         self._redact = Redactor(
             (secret, token, *url_secrets(settings.base_url), *self._route_secrets())

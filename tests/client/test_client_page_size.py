@@ -39,6 +39,7 @@ def test_page_size_is_sent_as_a_form_field(emulator_factory: Any) -> None:
     emu = emulator_factory(profiles=50)
     transport = RecordingTransport()
     with MixpanelAPIClient(settings_for(emu), budget=QueryBudget(), transport=transport) as client:
+        assert client.route == "custom transport"  # its routing is the transport's own
         client.query_engage_page(0, page_size=20)
         client.query_engage_page_with_body(0, page_size=30)
         list(client.export_profiles(page_size=40))
