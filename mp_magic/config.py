@@ -11,7 +11,7 @@ import os
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from .exceptions import ConfigurationError
+from .urls import mask_url
 
 REGION_HOSTS: dict[str, str] = {
     "us": "https://mixpanel.com",
@@ -134,6 +135,13 @@ class Settings:
             raise ConfigurationError("max_attempts", "must be at least 1")
         if self.api_url is not None:
             _check_url(self.api_url, allow_insecure=self.allow_insecure_http)
+
+    def __repr__(self) -> str:
+        # api_url may carry a password (https://user:pass@host): masked, like the secret.
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
+        if self.api_url is not None:
+            shown["api_url"] = mask_url(self.api_url)
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     @property
     def base_url(self) -> str:
@@ -313,7 +321,7 @@ def _check_url(url: str, *, allow_insecure: bool) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
-            "MP_API_URL", f"{url!r} is not an http(s) URL like https://mixpanel.com"
+            "MP_API_URL", f"{mask_url(url)!r} is not an http(s) URL like https://mixpanel.com"
         )
     if parts.scheme == "http" and not is_loopback_host(parts.hostname) and not allow_insecure:
         raise ConfigurationError(

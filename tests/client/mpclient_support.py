@@ -30,9 +30,8 @@ def stat(emu: Any, key: str) -> int:
 
 
 def settings_for(emu: Any, *, secret: str | None = None, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {**FAST, **overrides}
+    values: dict[str, Any] = {"api_url": emu.url, **FAST, **overrides}
     return Settings(
         credentials=Credentials(emu.username, Secret(secret or emu.secret), emu.project_id),
-        api_url=emu.url,
         **values,
     )
