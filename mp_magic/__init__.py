@@ -41,10 +41,11 @@ from .types import (
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell
 
+    from .client import CancelEvent
     from .form import FetchForm
     from .workspace import Workspace, default_workspace
 
-_LAZY = {"Workspace": "workspace", "default_workspace": "workspace"}
+_LAZY = {"Workspace": "workspace", "default_workspace": "workspace", "CancelEvent": "client"}
 """Names whose modules load DuckDB, pandas, pyarrow and httpx: imported on first use, so
 ``import mp_magic`` and ``mp --help`` stay quick."""
 
@@ -87,6 +88,7 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "BudgetWait",
+    "CancelEvent",
     "ConfigurationError",
     "EngageQuery",
     "FetchCancelledError",

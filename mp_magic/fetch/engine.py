@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from typing import Any
 
 import duckdb
 
-from ..client import MixpanelAPIClient
+from ..client import CancelEvent, MixpanelAPIClient
 from ..exceptions import (
     APIError,
     AuthenticationError,
@@ -76,7 +75,12 @@ class FetchEngine:
         self._client = client
         self._storage = storage
         self._request = request
-        self._cancel = request.cancel or threading.Event()
+        # Our own stop: setting it also abandons the requests in flight (their sockets are shut).
+        # A caller's CancelEvent sets it directly; a plain threading.Event is watched between
+        # pages (`_check_caller_cancel`), since it cannot reach a request that is waiting.
+        parent = request.cancel if isinstance(request.cancel, CancelEvent) else None
+        self._cancel = CancelEvent(*([parent] if parent is not None else []))
+        self._caller_cancel = request.cancel if parent is None else None
         self._pump = EventPump(request)
         self._tally = self._pump.tally
         self._session_id: str | None = None
@@ -84,7 +88,12 @@ class FetchEngine:
         self._page_size = 1000
         self._query = request.query
         self._parallel = request.is_parallel
-        self._budget_stop = threading.Event()  # --no-wait: the hourly budget would pause us
+        self._budget_stop = CancelEvent()  # --no-wait: the hourly budget would pause us
+        self._request_cancel = (
+            self._cancel
+            if request.wait_for_budget
+            else CancelEvent(self._cancel, self._budget_stop)
+        )
         self._first: Fetched | None = None  # page 0, fetched but not yet written (parallel)
 
     # -- the whole fetch -----------------------------------------------------------------------
@@ -281,6 +290,7 @@ class FetchEngine:
             pump=self._pump,
             cancel=self._cancel,
             stopped=self._budget_stop.is_set,
+            watch=self._check_caller_cancel,
         ).run(pages, first)
         if self._cancel.is_set():
             raise FetchCancelledError("fetch cancelled; the pages written so far are kept")
@@ -293,6 +303,7 @@ class FetchEngine:
 
     def _run_inline(self, pages: list[int]) -> list[int]:
         for position, page in enumerate(pages):
+            self._check_caller_cancel()
             if self._cancel.is_set():
                 raise FetchCancelledError("fetch cancelled")
             if self._budget_stop.is_set():
@@ -356,16 +367,18 @@ class FetchEngine:
         )
 
     def _request_page(self, page: int, *, session_id: str | None) -> tuple[PageHead, bytes]:
-        cancel = self._cancel
         return self._client.query_engage_page_with_body(
             page,
             session_id=session_id,
             query=self._query,
             on_wait=self._on_wait,
-            cancel=cancel
-            if self._request.wait_for_budget
-            else _EitherEvent(cancel, self._budget_stop),
+            cancel=self._request_cancel,
         )
+
+    def _check_caller_cancel(self) -> None:
+        """A caller's plain threading.Event, set from another thread, stops the fetch too."""
+        if self._caller_cancel is not None and self._caller_cancel.is_set():
+            self._cancel.set()
 
     def _on_wait(self, event: BudgetWait) -> None:
         """Called on whichever thread waits; recorded here, shown on the caller's thread."""
@@ -419,25 +432,3 @@ class FetchEngine:
         return FetchResult(
             rows=rows, successful_pages=successful, failed_page_indices=failed, **common
         )
-
-
-class _EitherEvent(threading.Event):
-    """A cancel event that is set when either of two events is (user cancel, or --no-wait stop)."""
-
-    def __init__(self, first: threading.Event, second: threading.Event) -> None:
-        super().__init__()
-        self._first = first
-        self._second = second
-
-    def is_set(self) -> bool:
-        return self._first.is_set() or self._second.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if self.is_set():
-                return True
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            self._first.wait(0.05 if remaining is None else min(0.05, remaining))

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from enum import Enum
 
+from ..client import CancelEvent
 from ..exceptions import FetchCancelledError
 from ..storage import PageBatch, StorageEngine
 from .events import EventPump, Fetched, PageDone
@@ -143,8 +144,9 @@ class ParallelRound:
         fetch_page: Callable[[int], Fetched | None],
         transform: Callable[[Fetched], PageBatch],
         pump: EventPump,
-        cancel: threading.Event,
+        cancel: CancelEvent,
         stopped: Callable[[], bool],
+        watch: Callable[[], None] = lambda: None,
     ) -> None:
         self._storage = storage
         self._table = table
@@ -156,6 +158,7 @@ class ParallelRound:
         self._pump = pump
         self._cancel = cancel
         self._stopped = stopped  # the budget stopped a --no-wait fetch
+        self._watch = watch  # called between drains: turns a caller's stop into ours
         self._slots = threading.BoundedSemaphore(workers * 2)
         self._session_gone = threading.Event()
 
@@ -184,6 +187,7 @@ class ParallelRound:
                 futures[page] = pool.submit(self._work, page, transformer, writer)
             while not all(f.done() for f in futures.values()):
                 self._pump.drain(timeout=0.05)
+                self._watch()
         except BaseException:
             self._cancel.set()
             _finish_through_interrupts(pool, transformer, writer)

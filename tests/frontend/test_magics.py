@@ -280,7 +280,11 @@ BAD = [
         "--distinct-ids: 2001 ids is more than the 2000 allowed per query",
     ),
     ("--distinct-id a --distinct-ids b", None, "--distinct-ids: give either"),
-    ('--behaviors \'[{"name": "b"}]\' --cohort-id 3', None, "--behaviors: --behaviors and --cohort-id cannot be combined"),
+    (
+        '--behaviors \'[{"name": "b"}]\' --cohort-id 3',
+        None,
+        "--behaviors: --behaviors and --cohort-id cannot be combined",
+    ),
     ("--behaviors 'not json'", None, "--behaviors: is not valid JSON"),
     ("--as-of-timestamp 1735689600000", None, "--as-of-timestamp: 1735689600000 is past year 9999"),
     ("--include-all-users", None, "--include-all-users: only applies to a cohort"),

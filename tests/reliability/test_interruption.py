@@ -23,6 +23,7 @@ import pytest
 from relsupport import child_env, counts, expected_ids, ids_in, mp_threads
 
 from mp_magic import MpMagicError, StorageError, TableNotFoundError, Workspace
+from mp_magic.emulator import Fault
 from mp_magic.workspace import set_default_workspace
 
 MakeWorkspace = Callable[..., Workspace]
@@ -64,6 +65,46 @@ def interrupt(call: Callable[[], Any], delay: float) -> float:
         except KeyboardInterrupt:
             return time.monotonic() - sent["at"]
     pytest.fail("the fetch finished before the interrupt; make it slower")
+
+
+@contextmanager
+def sigint_when(condition: Callable[[], bool]) -> Iterator[dict[str, float]]:
+    """Deliver a real SIGINT once ``condition()`` holds (checked on a watcher thread): driven by
+    the emulator's own counters, so a slow or a fast machine interrupts at the same point."""
+    sent: dict[str, float] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if condition():
+                sent["at"] = time.monotonic()
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            done.wait(0.005)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield sent
+    finally:
+        done.set()
+        watcher.join()
+        signal.signal(signal.SIGINT, previous)
+
+
+def interrupt_when(call: Callable[[], Any], condition: Callable[[], bool]) -> float:
+    """Like `interrupt`, with the signal sent once ``condition()`` holds."""
+    with sigint_when(condition) as sent:
+        try:
+            call()
+        except KeyboardInterrupt:
+            return time.monotonic() - sent["at"]
+    pytest.fail("the fetch finished before the interrupt condition held")
+
+
+def served(ws: Workspace) -> int:
+    return len(ws.emulator.stats.pages_served)
 
 
 def set_latency(ws: Workspace, latency: float) -> None:
@@ -110,15 +151,50 @@ def test_sigint_stops_promptly_and_resume_completes(
 def test_interrupting_a_resume_then_resuming_again(
     make_workspace: MakeWorkspace, parallel: bool
 ) -> None:
-    ws = make_workspace(profiles=PROFILES, page_size=PAGE, latency=0.2)
-    interrupt(lambda: ws.fetch_profiles("twice", parallel=parallel, progress=False), 0.5)
-    interrupt(lambda: ws.resume("twice", progress=False), 0.5)
+    ws = make_workspace(profiles=PROFILES, page_size=PAGE, latency=0.05)
+    interrupt_when(
+        lambda: ws.fetch_profiles("twice", parallel=parallel, progress=False),
+        lambda: served(ws) >= 4,
+    )
+    resumed_from = served(ws)
+    interrupt_when(
+        lambda: ws.resume("twice", progress=False), lambda: served(ws) >= resumed_from + 4
+    )
     assert not mp_threads()
     assert_interrupted_state(ws, "twice")
     set_latency(ws, 0.0)
     ws.resume("twice", progress=False)
     assert counts(ws, "twice") == (PROFILES, PROFILES)
     assert ids_in(ws, "twice") == expected_ids(ws)
+
+
+@MODES
+def test_stop_abandons_slow_pages_in_flight(make_workspace: MakeWorkspace, parallel: bool) -> None:
+    """Real Engage pages take seconds and read timeouts are minutes: Stop must not wait for the
+    server. Pages after page 0 take 8 s here; the interrupt comes once they are in flight, and the
+    fetch must be over before the server has answered any of them."""
+    ws = make_workspace(profiles=PROFILES, page_size=PAGE)
+    ws.fetch_profiles("warm", distinct_id="user_000001", progress=False)  # emulator started
+    slow = set(range(1, PROFILES // PAGE))
+    ws.emulator.add_fault(Fault(kind="slow", delay=8.0, pages=slow))
+    in_flight = 5 if parallel else 1
+    started = ws.emulator.stats.requests
+
+    stopped = interrupt_when(
+        lambda: ws.fetch_profiles("people", parallel=parallel, progress=False),
+        lambda: ws.emulator.stats.requests >= started + 1 + in_flight,
+    )
+    answered = [page for _, page in ws.emulator.stats.pages_served if page in slow]
+    assert answered == [], f"waited for the server: pages {answered} were answered first"
+    assert stopped < 8.0
+    assert not mp_threads(), "a thread outlived the interrupted fetch"
+    assert_interrupted_state(ws, "people")
+
+    ws.emulator.clear_faults()
+    result = ws.resume("people", progress=False)
+    assert result.status == "complete" and not result.has_failures
+    assert counts(ws, "people") == (PROFILES, PROFILES)
+    assert ids_in(ws, "people") == expected_ids(ws)
 
 
 @MODES
