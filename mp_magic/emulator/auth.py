@@ -48,7 +48,7 @@ def authenticate(
                 "status": "error",
             },
         )
-    if not INT.fullmatch(raw_project):
+    if not INT.fullmatch(raw_project) or len(raw_project) > 19:
         return json_response(400, {"error": "project_id must be an integer", "status": "error"})
     if int(raw_project) != cfg.project_id:
         return deny(

@@ -17,15 +17,50 @@ import orjson
 
 from .config import EmulatorConfig
 from .data import Cohort, Dataset, GroupSet
+from .transport import clip
 from .where import CompiledWhere, WhereSyntaxError, compile_where
 
-__all__ = ["INT", "BadRequest", "Query", "body_params", "form_value", "parse_query"]
+__all__ = [
+    "INT",
+    "MAX_PAGE",
+    "MAX_WHERE_LENGTH",
+    "BadRequest",
+    "Query",
+    "body_params",
+    "form_value",
+    "int_param",
+    "parse_query",
+]
 
 INT = re.compile(r"[+-]?\d+")
 
 
+MAX_PAGE = 2**31 - 1
+"""Largest page (and page_size) accepted: the API's integers are 32-bit."""
+MAX_TIMESTAMP = 2**40
+MAX_WHERE_LENGTH = 100_000
+"""Characters of `where` accepted: room for thousands of ``or`` terms, not for megabytes."""
+
+
 class BadRequest(Exception):
     """A query the API refuses with 400; the message is what the API says."""
+
+
+def int_param(name: str, raw: str | None, low: int, high: int, what: str) -> int | None:
+    """``raw`` as an integer in [low, high]; None when absent or blank; `BadRequest` otherwise.
+
+    The digit count is checked before ``int()``: Python refuses to convert over 4,300 digits, and
+    that ValueError must be a 400, not a dropped connection."""
+    text = (raw or "").strip()
+    if not text:
+        return None
+    if INT.fullmatch(text) and len(text.lstrip("+-")) <= 19:
+        value = int(text)
+        if low <= value <= high:
+            return value
+    raise BadRequest(
+        f"{name} must be a whole number from {low} to {high} ({what}), got {clip(text, 40)!r}"
+    )
 
 
 @dataclass(frozen=True)
@@ -64,12 +99,7 @@ def parse_query(
 ) -> Query:
     """The request's fields as a `Query`; `BadRequest` with the API's message otherwise."""
     get = params.get
-    raw_page = (get("page") or "").strip()
-    if raw_page and not INT.fullmatch(raw_page):
-        raise BadRequest(f"page must be a non-negative integer, got {raw_page!r}")
-    page = int(raw_page) if raw_page else 0
-    if page < 0:
-        raise BadRequest(f"page must be a non-negative integer, got {raw_page!r}")
+    page = int_param("page", get("page"), 0, MAX_PAGE, "a page number") or 0
 
     distinct_id = get("distinct_id") or None
     raw_ids = get("distinct_ids") or None
@@ -94,7 +124,7 @@ def parse_query(
         if group is None:
             known = ", ".join(cfg.groups) or "none"
             raise BadRequest(
-                f"data_group_id {raw_group!r} is not a group key of this "
+                f"data_group_id {clip(raw_group, 40)!r} is not a group key of this "
                 f"project (group keys: {known})"
             )
 
@@ -131,7 +161,7 @@ def parse_query(
             )
         value = json_param("filter_by_cohort", raw_cohort, 'a JSON object like {"id": 12}')
         cid = value.get("id") if isinstance(value, dict) else None
-        if isinstance(cid, str) and INT.fullmatch(cid.strip()):
+        if isinstance(cid, str) and INT.fullmatch(cid.strip()) and len(cid.strip()) < 19:
             cid = int(cid)
         if not isinstance(cid, int) or isinstance(cid, bool):
             raise BadRequest('filter_by_cohort must be a JSON object like {"id": 12}')
@@ -148,22 +178,23 @@ def parse_query(
     if raw_include:
         if raw_include not in ("true", "false"):
             raise BadRequest(
-                f"include_all_users must be true or false, got {get('include_all_users')!r}"
+                "include_all_users must be true or false, got "
+                f"{clip(get('include_all_users') or '', 40)!r}"
             )
         include_all = raw_include == "true"
 
-    as_of: int | None = None
-    raw_as_of = (get("as_of_timestamp") or "").strip()
-    if raw_as_of:
-        if not INT.fullmatch(raw_as_of):
-            raise BadRequest(
-                f"as_of_timestamp must be an integer (Unix seconds), got {raw_as_of!r}"
-            )
-        as_of = int(raw_as_of)
+    as_of = int_param(
+        "as_of_timestamp", get("as_of_timestamp"), -MAX_TIMESTAMP, MAX_TIMESTAMP, "Unix seconds"
+    )
 
     where: CompiledWhere | None = None
     raw_where = get("where")
     if raw_where and raw_where.strip():
+        if len(raw_where) > MAX_WHERE_LENGTH:
+            raise BadRequest(
+                f"where is {len(raw_where)} characters long; the limit is {MAX_WHERE_LENGTH} "
+                "(select fewer values, or use distinct_ids or a cohort)"
+            )
         try:
             where = compile_where(raw_where)
         except WhereSyntaxError as exc:
@@ -171,16 +202,13 @@ def parse_query(
         missing = sorted(where.behaviors - set(behaviors or ()))
         if missing:
             raise BadRequest(
-                f"where refers to behaviors[{missing[0]!r}] but no behavior "
-                f"named {missing[0]!r} is defined in behaviors"
+                f"where refers to behaviors[{clip(missing[0], 40)!r}] but no behavior "
+                f"named {clip(missing[0], 40)!r} is defined in behaviors"
             )
 
     page_size: int | None = None
-    raw_size = (get("page_size") or "").strip()
-    if raw_size and cfg.honor_page_size_param:
-        if not INT.fullmatch(raw_size) or int(raw_size) < 1:
-            raise BadRequest(f"page_size must be a positive integer, got {raw_size!r}")
-        page_size = int(raw_size)
+    if cfg.honor_page_size_param:
+        page_size = int_param("page_size", get("page_size"), 1, MAX_PAGE, "a number of profiles")
 
     session_id = (get("session_id") or "").strip() or None
     return Query(

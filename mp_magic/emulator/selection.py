@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .data import Dataset, GroupSet
+from .data import GroupSet
+from .live import LiveData
 from .request import Query
 from .where import truthy
 
@@ -22,15 +23,17 @@ __all__ = ["BEHAVIORS_CACHE_LIMIT", "Selection", "Selector", "project"]
 BEHAVIORS_CACHE_LIMIT = 1000
 """Behaviors over more than this many profiles need as_of_timestamp to page past page 0."""
 _CACHE_SIZE = 32
+GHOST = 1 << 40
+"""Selection indexes from here on name cohort members without a profile (``ghosts[i - GHOST]``),
+clear of every real profile index however many profiles are added."""
 
 
 @dataclass(frozen=True)
 class Selection:
     """The profiles a query matched, in server order: indexes into the user (or group) profiles;
-    an index >= base names a cohort member without a profile (``ghosts[index - base]``)."""
+    an index >= GHOST names a cohort member without a profile (``ghosts[index - GHOST]``)."""
 
     indices: Sequence[int]
-    base: int
     ghosts: Sequence[str]
     group: GroupSet | None
     uncached: bool
@@ -38,30 +41,31 @@ class Selection:
     def __len__(self) -> int:
         return len(self.indices)
 
-    def profiles(self, dataset: Dataset, start: int, stop: int) -> list[dict[str, Any]]:
+    def profiles(self, data: LiveData, start: int, stop: int) -> list[dict[str, Any]]:
         idx = self.indices[start:stop]
         if self.group is not None:
             gp = self.group.profiles
             return [gp[i] for i in idx]
         if isinstance(idx, range) and idx.step == 1:
-            return dataset.page(idx.start, idx.stop)
-        base, ghosts, profile = self.base, self.ghosts, dataset.profile
+            return data.page(idx.start, idx.stop)
+        ghosts, profile = self.ghosts, data.profile
         return [
-            profile(i) if i < base else {"$distinct_id": ghosts[i - base], "$properties": {}}
+            profile(i) if i < GHOST else {"$distinct_id": ghosts[i - GHOST], "$properties": {}}
             for i in idx
         ]
 
 
 class Selector:
-    """Computes selections over one dataset and keeps the last few (LRU) by query key."""
+    """Computes selections over the live data and keeps the last few (LRU) by query key and
+    data version (a change to the data makes older selections stale; sessions keep theirs)."""
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, data: LiveData) -> None:
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[Any, ...], Selection] = OrderedDict()
-        self.dataset = dataset
+        self.data = data
 
     def select(self, query: Query) -> Selection:
-        key = query.key
+        key = (self.data.version, query.key)
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
@@ -75,7 +79,7 @@ class Selector:
         return selection
 
     def _compute(self, query: Query) -> Selection:
-        ds = self.dataset
+        ds = self.data
         group = query.group
         size = len(group.profiles) if group is not None else ds.size
         candidates: Sequence[int]
@@ -109,7 +113,7 @@ class Selector:
         where = query.where
         if where is not None:
             ev = where.evaluator
-            bc = ds.behavior_count
+            bc = ds.base.behavior_count
             if group is not None:
                 gp = group.profiles
                 candidates = [i for i in candidates if truthy(ev(gp[i]["$properties"], i, bc))]
@@ -117,18 +121,18 @@ class Selector:
                 profile = ds.profile
                 candidates = [i for i in candidates if truthy(ev(profile(i)["$properties"], i, bc))]
             if ghosts:
-                base = ds.size
+                base = ds.base.size  # ghosts' behaviors as before profiles were added
                 empty: dict[str, Any] = {}
                 ghosts = [g for j, g in enumerate(ghosts) if truthy(ev(empty, base + j, bc))]
         indices: Sequence[int] = candidates
         if ghosts:
-            indices = [*candidates, *range(ds.size, ds.size + len(ghosts))]
+            indices = [*candidates, *range(GHOST, GHOST + len(ghosts))]
         uncached = (
             query.behaviors is not None
             and query.as_of is None
             and len(indices) > BEHAVIORS_CACHE_LIMIT
         )
-        return Selection(indices, ds.size, ghosts, group, uncached)
+        return Selection(indices, ghosts, group, uncached)
 
 
 def project(profiles: list[dict[str, Any]], keep: tuple[str, ...] | None) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -27,15 +27,25 @@ from .config import EmulatorConfig, Fault
 from .data import Dataset, get_dataset
 from .faults import FaultBook
 from .limits import QueryLimiter
+from .live import LiveData, iso
+from .metadata import cohort_list, property_summary
 from .request import BadRequest, Query, body_params, form_value, parse_query
 from .selection import Selector, project
 from .sessions import Session, SessionStore, expired_message
 from .stats import EmulatorStats, StatsRecorder
-from .transport import Headers, Response, Server, json_response
+from .transport import Headers, Response, Server, clip, error_response, json_response
 
 __all__ = ["ENGAGE_PATHS", "EmulatorStats", "EngageEmulator"]
 
 ENGAGE_PATHS = ("/api/query/engage", "/api/2.0/engage")
+ENDPOINTS = {
+    **dict.fromkeys(ENGAGE_PATHS, "engage"),
+    "/api/query/engage/properties": "engage/properties",
+    "/api/2.0/engage/properties": "engage/properties",
+    "/api/query/cohorts/list": "cohorts/list",
+    "/api/2.0/cohorts/list": "cohorts/list",
+}
+"""Path → endpoint name (the key of `EmulatorStats.pages_by_endpoint`)."""
 UNCACHED_MESSAGE = "request for page in uncached query for params"
 
 
@@ -56,6 +66,7 @@ class EngageEmulator:
         self._limiter = QueryLimiter(self._recorder)
         self._sessions = SessionStore(self._recorder)
         self._selector: Selector | None = None
+        self._summaries: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
         self._connections: set[socket.socket] = set()
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -152,16 +163,53 @@ class EngageEmulator:
 
     @property
     def dataset(self) -> Dataset:
-        """The generated project (shared with other emulators of the same shape; read-only)."""
-        return self._select.dataset
+        """The generated project (shared with other emulators of the same shape; read-only):
+        profiles as generated, before `touch` and `add_profiles`."""
+        return self._select.data.base
 
     @property
     def _select(self) -> Selector:
         if self._selector is None:
-            c = self.config
-            dataset = get_dataset(c.profiles, c.seed, c.sparse_properties, c.groups, c.cohorts)
-            self._selector = Selector(dataset)
+            with self._lock:
+                if self._selector is None:
+                    c = self.config
+                    dataset = get_dataset(
+                        c.profiles, c.seed, c.sparse_properties, c.groups, c.cohorts
+                    )
+                    self._selector = Selector(LiveData(dataset))
         return self._selector
+
+    # ------------------------------------------------------------------ time
+    @property
+    def now(self) -> str:
+        """The emulator's clock as the API writes datetimes (starts at 2026-01-01T00:00:00)."""
+        return iso(self._select.data.now)
+
+    @property
+    def now_timestamp(self) -> int:
+        """The emulator's clock in Unix seconds (what ``as_of_timestamp`` compares with)."""
+        return self._select.data.now
+
+    def advance(self, seconds: float) -> str:
+        """Move the emulator's clock forward (whole seconds); returns the new `now`. Only the
+        data's clock: rate-limit windows and session TTLs follow `clock`."""
+        self._select.data.advance(seconds)
+        return self.now
+
+    def touch(self, count: int) -> list[str]:
+        """``count`` existing profiles are seen again now (``$last_seen`` = `now`, ``logins`` and
+        ``ltv`` change); returns their distinct_ids. Deterministic from the seed."""
+        return self._select.data.touch(count)
+
+    def add_profiles(self, count: int) -> list[str]:
+        """``count`` new profiles appear, created and last seen `now`, after the existing ones
+        in server order; returns their distinct_ids."""
+        return self._select.data.add_profiles(count)
+
+    @property
+    def profile_count(self) -> int:
+        """How many user profiles exist now (``profiles`` plus those added)."""
+        return self._select.data.size
 
     @property
     def data_group_ids(self) -> dict[str, str]:
@@ -197,7 +245,9 @@ class EngageEmulator:
             selection = self._select.select(query)
         except BadRequest as exc:
             raise ValueError(str(exc)) from None
-        return project(selection.profiles(self.dataset, 0, len(selection)), query.output_properties)
+        return project(
+            selection.profiles(self._select.data, 0, len(selection)), query.output_properties
+        )
 
     # ------------------------------------------------------------------ request handling
     def track(self, conn: socket.socket, *, add: bool) -> None:
@@ -220,38 +270,63 @@ class EngageEmulator:
     def _parse(self, params: Mapping[str, str]) -> Query:
         return parse_query(params, self.config, self.dataset, self._group_ids)
 
+    def reject(self, raw_path: str, status: int, message: str) -> Response:
+        """An error answer to a request that never reached `handle` (unreadable body, request
+        line too long, an emulator bug): counted, scrubbed of secrets, bounded in size."""
+        self._recorder.request()
+        return error_response(status, self._scrub(raw_path), message)
+
     def handle(self, method: str, raw_path: str, headers: Headers, body: bytes) -> Response:
         """One HTTP request in, one answer out (the transport writes it)."""
         self._recorder.request()
         request = self._scrub(raw_path)
         split = urlsplit(raw_path)
         path = split.path.rstrip("/") or "/"
-        if path not in ENGAGE_PATHS:
+        endpoint = ENDPOINTS.get(path)
+        if endpoint is None:
             return json_response(
-                404, {"error": f"unknown endpoint {self._scrub(split.path)}", "status": "error"}
+                404,
+                {
+                    "error": f"unknown endpoint {clip(self._scrub(split.path), 100)}",
+                    "status": "error",
+                },
+            )
+        if method not in ("GET", "POST"):
+            return json_response(
+                405,
+                {"error": f"method {clip(method, 20)} not allowed", "status": "error"},
+                [("Allow", "GET, POST")],
             )
         params = dict(parse_qsl(split.query, keep_blank_values=True))
         try:
             params.update(body_params(headers.get("Content-Type") or "", body))
         except BadRequest as exc:
-            return json_response(400, {"request": request, "error": str(exc)})
+            return error_response(400, request, str(exc))
         denied = authenticate(self.config, headers.get("Authorization"), params)
         if denied is not None:
             return denied
-        refusal = self._limiter.admit(self.config, self.clock())
+        try:
+            return self._route(endpoint, params, request)
+        except BadRequest as exc:
+            return error_response(400, request, str(exc))
+
+    def _route(self, endpoint: str, params: dict[str, str], request: str) -> Response:
+        """Admit the query (rate limits), then answer it; the slot is released whatever happens."""
+        cfg = self.config
+        counted = True
+        if endpoint == "engage" and cfg.count_pages == "first":
+            counted = _page_number(params) == 0
+        refusal = self._limiter.admit(cfg, self.clock(), counted=counted)
         if refusal is not None:
-            return json_response(
-                429,
-                {"request": request, "error": refusal.message},
-                [("Retry-After", str(refusal.retry_after))],
+            return error_response(
+                429, request, refusal.message, [("Retry-After", str(refusal.retry_after))]
             )
         try:
-            if self.config.latency > 0:
-                time.sleep(self.config.latency)
-            try:
+            if cfg.latency > 0:
+                time.sleep(cfg.latency)
+            if endpoint == "engage":
                 return self._serve(params, request)
-            except BadRequest as exc:
-                return json_response(400, {"request": request, "error": str(exc)})
+            return self._metadata(endpoint, params)
         finally:
             self._limiter.release()
 
@@ -274,7 +349,7 @@ class EngageEmulator:
             selection = self._select.select(query)
             page_size = cfg.page_size
             if cfg.honor_page_size_param and query.page_size is not None:
-                page_size = min(query.page_size, cfg.page_size)
+                page_size = min(query.page_size, cfg.max_page_size)
         start = query.page * page_size
         available = max(0, min(page_size, len(selection) - start))
 
@@ -288,7 +363,7 @@ class EngageEmulator:
             extra = []
             if fault.retry_after is not None:
                 extra.append(("Retry-After", str(max(0, math.ceil(fault.retry_after)))))
-            return json_response(fault.status, {"request": request, "error": message}, extra)
+            return error_response(fault.status, request, message, extra)
         if fault is not None and fault.kind == "expire_session" and session is not None:
             self._sessions.drop(session.id)
             raise BadRequest(fault.message or expired_message(session.id))
@@ -298,7 +373,7 @@ class EngageEmulator:
         self._recorder.session_query(session.id)
 
         results = project(
-            selection.profiles(self.dataset, start, start + available), query.output_properties
+            selection.profiles(self._select.data, start, start + available), query.output_properties
         )
         if fault is not None and fault.kind == "short":
             results = results[: len(results) // 2]
@@ -319,8 +394,38 @@ class EngageEmulator:
         self._recorder.page("engage", session.id, query.page)
         return Response(200, body)
 
+    def _metadata(self, endpoint: str, params: Mapping[str, str]) -> Response:
+        """engage/properties and cohorts/list: computed from the data as it is now."""
+        data = self._select.data
+        if endpoint == "cohorts/list":
+            body = orjson.dumps(cohort_list(data.base, self.config.project_id))
+        else:
+            raw_group = (params.get("data_group_id") or "").strip()
+            if raw_group:
+                query = self._parse({"data_group_id": raw_group})
+                assert query.group is not None
+                key: tuple[Any, ...] = ("group", query.group.key)
+                profiles: Iterable[dict[str, Any]] = query.group.profiles
+            else:
+                key, profiles = ("users", data.version), data.page(0, data.size)
+            with self._lock:
+                summary = self._summaries.get(key)
+            if summary is None:
+                summary = property_summary(profiles)
+                with self._lock:
+                    self._summaries[key] = summary
+            body = orjson.dumps({"results": summary, "status": "ok"})
+        self._recorder.page(endpoint)
+        return Response(200, body)
+
     def _lookup_session(self, session_id: str, *, required: bool) -> Session | None:
         session = self._sessions.lookup(session_id, self.config.session_ttl, self.clock())
         if session is None and required:
             raise BadRequest(expired_message(session_id))
         return session
+
+
+def _page_number(params: Mapping[str, str]) -> int | None:
+    """The request's page if it reads as one (None otherwise: parsing will refuse it)."""
+    raw = (params.get("page") or "0").strip()
+    return int(raw) if raw.isdigit() and len(raw) < 12 else None

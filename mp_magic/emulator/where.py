@@ -44,12 +44,16 @@ from .where_values import (
 )
 
 __all__ = [
+    "MAX_WHERE_DEPTH",
     "UNDEFINED",
     "CompiledWhere",
     "WhereSyntaxError",
     "compile_where",
     "truthy",
 ]
+
+MAX_WHERE_DEPTH = 64
+"""Nesting levels a `where` may use; deeper ones are refused with a WhereSyntaxError."""
 
 BehaviorCount = Callable[[str, int], int]
 Evaluator = Callable[[Mapping[str, Any], int, BehaviorCount], Any]
@@ -58,9 +62,37 @@ _ACCESSORS = ("properties", "user", "behaviors")
 _CMP_OPS = ("==", "!=", ">", ">=", "<", "<=")
 
 
-def _binary(fn: Callable[[Any, Any], Any], left: Evaluator, right: Evaluator) -> Evaluator:
+def _chain(first: Evaluator, steps: list[tuple[Callable[[Any, Any], Any], Evaluator]]) -> Evaluator:
+    """A left fold ``((first op1 e1) op2 e2) ...`` evaluated in a loop, not by nesting closures:
+    a `where` of thousands of terms must not recurse once per term at evaluation."""
+    if not steps:
+        return first
+
     def ev(p: Mapping[str, Any], i: int, b: BehaviorCount) -> Any:
-        return fn(left(p, i, b), right(p, i, b))
+        v = first(p, i, b)
+        for fn, right in steps:
+            v = fn(v, right(p, i, b))
+        return v
+
+    return ev
+
+
+def _any(items: list[Evaluator]) -> Evaluator:
+    if len(items) == 1:
+        return items[0]
+
+    def ev(p: Mapping[str, Any], i: int, b: BehaviorCount) -> Any:
+        return any(truthy(e(p, i, b)) for e in items)
+
+    return ev
+
+
+def _all(items: list[Evaluator]) -> Evaluator:
+    if len(items) == 1:
+        return items[0]
+
+    def ev(p: Mapping[str, Any], i: int, b: BehaviorCount) -> Any:
+        return all(truthy(e(p, i, b)) for e in items)
 
     return ev
 
@@ -81,6 +113,16 @@ class _Parser:
         self.k = 0
         self.behaviors: set[str] = set()
         self.constant: dict[int, Any] = {}  # id(evaluator) -> value, for literal-only folding
+        self.depth = 0
+
+    def descend(self) -> None:
+        """One more level of nesting (parentheses, lists, calls, ``not``, unary ``-``); refused
+        past MAX_WHERE_DEPTH so parsing (recursive) cannot exhaust the thread's stack."""
+        self.depth += 1
+        if self.depth > MAX_WHERE_DEPTH:
+            raise WhereSyntaxError(
+                f"expression nested more than {MAX_WHERE_DEPTH} levels deep", self.tok.pos
+            )
 
     @property
     def tok(self) -> Token:
@@ -116,27 +158,29 @@ class _Parser:
         return ev
 
     def parse_or(self) -> Evaluator:
-        left = self.parse_and()
+        self.descend()
+        items = [self.parse_and()]
         while self.is_name("or"):
             self.next()
-            right = self.parse_and()
-            left = _binary(lambda a, b: truthy(a) or truthy(b), left, right)
-        return left
+            items.append(self.parse_and())
+        self.depth -= 1
+        return _any(items)
 
     def parse_and(self) -> Evaluator:
-        left = self.parse_not()
+        items = [self.parse_not()]
         while self.is_name("and"):
             self.next()
-            right = self.parse_not()
-            left = _binary(lambda a, b: truthy(a) and truthy(b), left, right)
-        return left
+            items.append(self.parse_not())
+        return _all(items)
 
     def parse_not(self) -> Evaluator:
         if self.is_name("not") and not (
             self.tokens[self.k + 1].kind == "name" and self.tokens[self.k + 1].value == "in"
         ):
             self.next()
+            self.descend()
             inner = self.parse_not()
+            self.depth -= 1
 
             def ev(p: Mapping[str, Any], i: int, b: BehaviorCount) -> Any:
                 return not truthy(inner(p, i, b))
@@ -145,7 +189,8 @@ class _Parser:
         return self.parse_cmp()
 
     def parse_cmp(self) -> Evaluator:
-        left = self.parse_add()
+        first = self.parse_add()
+        steps: list[tuple[Callable[[Any, Any], Any], Evaluator]] = []
         while True:
             fn: Callable[[Any, Any], Any]
             if self.is_op(*_CMP_OPS):
@@ -167,30 +212,31 @@ class _Parser:
                 self.k += 2
                 fn = not_in
             else:
-                return left
-            right = self.parse_add()
-            left = _binary(fn, left, right)
+                return _chain(first, steps)
+            steps.append((fn, self.parse_add()))
 
     def parse_add(self) -> Evaluator:
-        left = self.parse_mul()
+        first = self.parse_mul()
+        steps: list[tuple[Callable[[Any, Any], Any], Evaluator]] = []
         while self.is_op("+", "-"):
             op = self.next().value
-            right = self.parse_mul()
-            left = _binary(add if op == "+" else arith("-"), left, right)
-        return left
+            steps.append((add if op == "+" else arith("-"), self.parse_mul()))
+        return _chain(first, steps)
 
     def parse_mul(self) -> Evaluator:
-        left = self.parse_unary()
+        first = self.parse_unary()
+        steps: list[tuple[Callable[[Any, Any], Any], Evaluator]] = []
         while self.is_op("*", "/", "%"):
             op = self.next().value
-            right = self.parse_unary()
-            left = _binary(arith(op), left, right)
-        return left
+            steps.append((arith(op), self.parse_unary()))
+        return _chain(first, steps)
 
     def parse_unary(self) -> Evaluator:
         if self.is_op("-"):
             self.next()
+            self.descend()
             inner = self.parse_unary()
+            self.depth -= 1
             if id(inner) in self.constant and is_num(self.constant[id(inner)]):
                 return self.const(-self.constant[id(inner)])
 

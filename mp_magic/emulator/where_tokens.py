@@ -33,8 +33,8 @@ class Token:
         if self.kind == "end":
             return "end of expression"
         if self.kind == "str":
-            return "string " + orjson.dumps(self.value).decode()
-        return repr(str(self.value))
+            return "string " + orjson.dumps(_clip(self.value)).decode()
+        return repr(_clip(str(self.value)))
 
 
 _OPS = ("==", "!=", ">=", "<=", ">", "<", "+", "-", "*", "/", "%", "(", ")", "[", "]", ",")
@@ -51,6 +51,16 @@ _ESCAPES = {
     "b": "\b",
     "f": "\f",
 }
+
+
+_MAX_NUMBER = 100
+"""Digits a number literal may have (Python will not convert over 4,300 of them anyway)."""
+_SHOWN = 40
+
+
+def _clip(text: str) -> str:
+    """Error messages quote tokens; a 50,000-character string literal is quoted by its start."""
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
 
 
 def tokenize(text: str) -> list[Token]:
@@ -91,6 +101,8 @@ def tokenize(text: str) -> list[Token]:
         m = _NUMBER.match(text, i)
         if m:
             raw = m.group()
+            if len(raw) > _MAX_NUMBER:
+                raise WhereSyntaxError(f"number longer than {_MAX_NUMBER} characters", i)
             value: Any = float(raw) if any(c in raw for c in ".eE") else int(raw)
             tokens.append(Token("num", value, i))
             i = m.end()
