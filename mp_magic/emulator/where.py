@@ -114,6 +114,7 @@ class _Parser:
         self.behaviors: set[str] = set()
         self.constant: dict[int, Any] = {}  # id(evaluator) -> value, for literal-only folding
         self.depth = 0
+        self.alive: list[Evaluator] = []
 
     def descend(self) -> None:
         """One more level of nesting (parentheses, lists, calls, ``not``, unary ``-``); refused
@@ -144,9 +145,23 @@ class _Parser:
             raise WhereSyntaxError(f"expected '{op}' but found {self.tok.show()}", self.tok.pos)
         return self.next()
 
+    def chain(
+        self, first: Evaluator, steps: list[tuple[Callable[[Any, Any], Any], Evaluator]]
+    ) -> Evaluator:
+        """`_chain`, folded to a constant when every operand is a literal (computed once, not
+        once per profile)."""
+        known = self.constant
+        if id(first) in known and all(id(ev) in known for _, ev in steps):
+            value = known[id(first)]
+            for fn, ev in steps:
+                value = fn(value, known[id(ev)])
+            return self.const(value)
+        return _chain(first, steps)
+
     def const(self, value: Any) -> Evaluator:
         ev = _const(value)
         self.constant[id(ev)] = value
+        self.alive.append(ev)  # an id is only unique while its object lives
         return ev
 
     def parse(self) -> Evaluator:
@@ -212,7 +227,7 @@ class _Parser:
                 self.k += 2
                 fn = not_in
             else:
-                return _chain(first, steps)
+                return self.chain(first, steps)
             steps.append((fn, self.parse_add()))
 
     def parse_add(self) -> Evaluator:
@@ -221,7 +236,7 @@ class _Parser:
         while self.is_op("+", "-"):
             op = self.next().value
             steps.append((add if op == "+" else arith("-"), self.parse_mul()))
-        return _chain(first, steps)
+        return self.chain(first, steps)
 
     def parse_mul(self) -> Evaluator:
         first = self.parse_unary()
@@ -229,7 +244,7 @@ class _Parser:
         while self.is_op("*", "/", "%"):
             op = self.next().value
             steps.append((arith(op), self.parse_unary()))
-        return _chain(first, steps)
+        return self.chain(first, steps)
 
     def parse_unary(self) -> Evaluator:
         if self.is_op("-"):

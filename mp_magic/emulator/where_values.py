@@ -112,9 +112,18 @@ def not_in(a: Any, b: Any) -> Any:
     return UNDEFINED if r is UNDEFINED else not r
 
 
+_EXACT = 2**53
+"""Mixpanel's numbers are doubles: integers past 2**53 become floats, which also keeps a where of
+thousands of multiplications from building ever-larger Python integers for every profile."""
+
+
+def _double(v: Any) -> Any:
+    return float(v) if isinstance(v, int) and not -_EXACT <= v <= _EXACT else v
+
+
 def add(a: Any, b: Any) -> Any:
     if is_num(a) and is_num(b):
-        return a + b
+        return _double(a + b)
     if isinstance(a, str) and isinstance(b, str):
         return a + b
     return UNDEFINED
@@ -125,9 +134,9 @@ def arith(op: str) -> Callable[[Any, Any], Any]:
         if not (is_num(a) and is_num(b)):
             return UNDEFINED
         if op == "-":
-            return a - b
+            return _double(a - b)
         if op == "*":
-            return a * b
+            return _double(a * b)
         if b == 0:
             return UNDEFINED
         if op == "/":
@@ -137,6 +146,8 @@ def arith(op: str) -> Callable[[Any, Any], Any]:
         if isinstance(a, int) and isinstance(b, int):
             r = abs(a) % abs(b)
             return r if a >= 0 else -r
+        if not math.isfinite(a) or math.isnan(b):
+            return UNDEFINED  # math.fmod raises on these
         return math.fmod(a, b)
 
     return apply
@@ -156,8 +167,8 @@ def _to_number(v: Any) -> Any:
         return v
     if isinstance(v, str) and _NUMERIC_STRING.fullmatch(v):
         s = v.strip()
-        if re.fullmatch(r"[+-]?\d+", s):
-            return int(s)
+        if re.fullmatch(r"[+-]?\d+", s) and len(s) <= 300:  # int() refuses 4,300+ digits
+            return _double(int(s))
         f = float(s)
         return int(f) if f.is_integer() and abs(f) < 2**53 else f
     return UNDEFINED
