@@ -19,7 +19,10 @@ class EmulatorConfig:
     ``hourly_limit`` is ``None`` or ``(queries, seconds)``: a rolling window (Mixpanel: 60/3600).
     ``session_ttl`` is how many seconds a session_id stays valid (``None``: until
     `EngageEmulator.expire_sessions`). ``groups`` maps a group key (sent as ``data_group_id``) to
-    its number of group profiles.
+    its number of group profiles. ``page_size`` is what is served unless
+    ``honor_page_size_param`` lets the request ask (up to ``max_page_size``); ``count_pages`` says
+    which engage requests the hourly limit charges; ``max_body_bytes`` and ``body_timeout`` bound
+    what a request may send.
     """
 
     profiles: int = 2500

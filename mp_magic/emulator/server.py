@@ -4,7 +4,10 @@ Without credentials the whole product runs against this server, so it follows th
 protocol strictly (auth, paging with session_id, every body field, the 400 rules, the concurrent and
 rolling-window query limits with the API's 429 message) and can script the failures a real client
 meets (5xx, slow answers, dropped connections, malformed JSON, short pages, expired sessions).
-It imports nothing from the rest of mp_magic: it is an independent server.
+It also answers the two read endpoints clients call before paging (engage/properties,
+cohorts/list) and keeps a clock (`advance`, `touch`, `add_profiles`) so incremental updates can
+be shown. It imports nothing from the rest of mp_magic: it is an independent server; this module
+is the facade and the router, the work happens in the modules it imports.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from .sessions import Session, SessionStore, expired_message
 from .stats import EmulatorStats, StatsRecorder
 from .transport import Headers, Response, Server, clip, error_response, json_response
 
-__all__ = ["ENGAGE_PATHS", "EmulatorStats", "EngageEmulator"]
+__all__ = ["ENDPOINTS", "ENGAGE_PATHS", "EmulatorStats", "EngageEmulator"]
 
 ENGAGE_PATHS = ("/api/query/engage", "/api/2.0/engage")
 ENDPOINTS = {
