@@ -218,6 +218,21 @@ def test_lying_content_length_is_400_not_a_hang(api: Any, emu: EngageEmulator) -
     still_up(api)
 
 
+def test_content_length_shorter_than_the_body_leaves_garbage_answered(
+    api: Any, emu: EngageEmulator
+) -> None:
+    extra = b"NONSENSE-AFTER-THE-BODY\r\n\r\n"
+    raw = raw_exchange(
+        target(emu), request_head(target(emu), "6"), b"page=0" + extra, half_close=True
+    )
+    first, _, rest = raw.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200")
+    second = rest[rest.index(b"HTTP/1.1") :]
+    status, body, size = parse(second)
+    assert status == 400 and size < MAX_ERROR_BODY and body["error"]
+    still_up(api)
+
+
 def test_malformed_chunked_body_is_400(api: Any, emu: EngageEmulator) -> None:
     head = request_head(target(emu), "0").replace(
         b"Content-Length: 0\r\n", b"Transfer-Encoding: chunked\r\n"
