@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import NoReturn
 
 from .config import EmulatorConfig
 from .server import EngageEmulator
@@ -26,13 +27,25 @@ def _hourly(text: str) -> tuple[int, float]:
     return parsed
 
 
+EXIT_USAGE = 3
+"""Bad options: 3, since the ``mp`` CLI (which runs this as ``mp emulator``) keeps 2 for
+authentication errors."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit 3 (argparse's own is 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:
     defaults = EmulatorConfig()
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="python -m mp_magic.emulator",
         description="Serve a local, deterministic Mixpanel Engage (Query Profiles) API.",
     )
@@ -49,6 +62,18 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="QUERIES/SECONDS",
         help="rolling-window query limit, e.g. 60/3600 (default: none)",
+    )
+    p.add_argument(
+        "--honor-page-size",
+        action="store_true",
+        help="serve a page_size request parameter, up to --max-page-size (default: ignore it)",
+    )
+    p.add_argument("--max-page-size", type=int, default=defaults.max_page_size)
+    p.add_argument(
+        "--count-pages",
+        choices=("all", "first"),
+        default=defaults.count_pages,
+        help="which engage requests the hourly limit counts (default: all)",
     )
     p.add_argument("--session-ttl", type=float, default=None, metavar="SECONDS")
     p.add_argument("--sparse-properties", type=int, default=defaults.sparse_properties)
@@ -72,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             concurrent_limit=args.concurrent_limit,
             hourly_limit=args.hourly_limit,
             session_ttl=args.session_ttl,
+            honor_page_size_param=args.honor_page_size,
+            max_page_size=args.max_page_size,
+            count_pages=args.count_pages,
             sparse_properties=args.sparse_properties,
             username=args.username,
             secret=args.secret,
@@ -79,9 +107,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     emulator = EngageEmulator(config)
-    emulator.start()
+    try:
+        emulator.start()
+    except OSError as exc:
+        print(
+            f"error: cannot listen on {config.host}:{config.port}: {exc.strerror}", file=sys.stderr
+        )
+        return EXIT_USAGE
     if threading.current_thread() is threading.main_thread():
         # `docker stop` / a Binder shutdown send SIGTERM: stop as cleanly as on Ctrl-C.
         signal.signal(signal.SIGTERM, _interrupt)

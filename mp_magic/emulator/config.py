@@ -19,7 +19,10 @@ class EmulatorConfig:
     ``hourly_limit`` is ``None`` or ``(queries, seconds)``: a rolling window (Mixpanel: 60/3600).
     ``session_ttl`` is how many seconds a session_id stays valid (``None``: until
     `EngageEmulator.expire_sessions`). ``groups`` maps a group key (sent as ``data_group_id``) to
-    its number of group profiles.
+    its number of group profiles. ``page_size`` is what is served unless
+    ``honor_page_size_param`` lets the request ask (up to ``max_page_size``); ``count_pages`` says
+    which engage requests the hourly limit charges; ``max_body_bytes`` and ``body_timeout`` bound
+    what a request may send.
     """
 
     profiles: int = 2500
@@ -38,6 +41,17 @@ class EmulatorConfig:
     cohorts: int = 20
     total_on_every_page: bool = False
     honor_page_size_param: bool = False
+    """Whether a ``page_size`` request parameter (read on page 0, kept for the session) is served,
+    up to ``max_page_size``. Off: the parameter is ignored and ``page_size`` is served (the
+    response's ``page_size`` always says what was served)."""
+    max_page_size: int = 10_000
+    count_pages: Literal["all", "first"] = "all"
+    """Which engage requests the hourly limit charges: every one, or only page 0 of each session
+    (a claim from Mixpanel support that later pages are free; unverified)."""
+    max_body_bytes: int = 10 << 20
+    """Larger request bodies are refused with a 400."""
+    body_timeout: float = 10.0
+    """Seconds a request body may take to arrive before the server answers 400 (lying lengths)."""
     gzip: bool = False
     """Compress bodies over 1 KiB when the client accepts gzip, as Mixpanel's servers can. Off by
     default: on loopback, compressing costs the server far more time than it saves the client."""
@@ -60,6 +74,14 @@ class EmulatorConfig:
                 raise ValueError("hourly_limit must be (queries >= 1, seconds > 0) or None")
         if self.session_ttl is not None and self.session_ttl <= 0:
             raise ValueError("session_ttl must be > 0 or None")
+        if self.max_page_size < 1:
+            raise ValueError("max_page_size must be >= 1")
+        if self.count_pages not in ("all", "first"):
+            raise ValueError(f"count_pages must be 'all' or 'first', got {self.count_pages!r}")
+        if self.max_body_bytes < 1024:
+            raise ValueError("max_body_bytes must be >= 1024")
+        if self.body_timeout <= 0:
+            raise ValueError("body_timeout must be > 0")
         if self.sparse_properties < 0 or self.sparse_properties > 1000:
             raise ValueError("sparse_properties must be between 0 and 1000")
         for key, count in self.groups.items():

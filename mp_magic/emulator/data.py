@@ -24,6 +24,55 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .data_words import (
+    BROWSERS as _BROWSERS,
+)
+from .data_words import (
+    DOMAINS as _DOMAINS,
+)
+from .data_words import (
+    FIRST as _FIRST,
+)
+from .data_words import (
+    INDUSTRIES as _INDUSTRIES,
+)
+from .data_words import (
+    LANGS as _LANGS,
+)
+from .data_words import (
+    LAST as _LAST,
+)
+from .data_words import (
+    NICKS as _NICKS,
+)
+from .data_words import (
+    OS as _OS,
+)
+from .data_words import (
+    PLACES as _PLACES,
+)
+from .data_words import (
+    PLAN_LTV as _PLAN_LTV,
+)
+from .data_words import (
+    PLANS as _PLANS,
+)
+from .data_words import (
+    SUFFIXES as _SUFFIXES,
+)
+from .data_words import (
+    SYLLABLES as _SYLLABLES,
+)
+from .data_words import (
+    TAGS as _TAGS,
+)
+from .data_words import (
+    THEMES as _THEMES,
+)
+from .data_words import (
+    WORDS as _WORDS,
+)
+
 __all__ = ["Cohort", "Dataset", "GroupSet", "get_dataset", "mix64"]
 
 _M64 = (1 << 64) - 1
@@ -45,197 +94,6 @@ def mix64(*parts: int) -> int:
 def _str_key(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
 
-
-_FIRST = (
-    "James",
-    "Mary",
-    "Robert",
-    "Patricia",
-    "John",
-    "Jennifer",
-    "Michael",
-    "Linda",
-    "David",
-    "Elizabeth",
-    "William",
-    "Barbara",
-    "Richard",
-    "Susan",
-    "Joseph",
-    "Jessica",
-    "Thomas",
-    "Sarah",
-    "Carlos",
-    "Karen",
-    "Wei",
-    "Aiko",
-    "Priya",
-    "Arjun",
-    "Fatima",
-    "Omar",
-    "Sofia",
-    "Lucas",
-    "Emma",
-    "Noah",
-    "Olga",
-    "Ivan",
-    "Chloé",
-    "Zoë",
-    "Mateo",
-    "Ana",
-    "Kwame",
-    "Amara",
-    "Hiroshi",
-    "Ingrid",
-)
-_LAST = (
-    "Smith",
-    "Johnson",
-    "Williams",
-    "Brown",
-    "Jones",
-    "Garcia",
-    "Miller",
-    "Davis",
-    "Rodriguez",
-    "Martinez",
-    "Hernandez",
-    "Lopez",
-    "Gonzalez",
-    "Wilson",
-    "Anderson",
-    "Thomas",
-    "Taylor",
-    "Moore",
-    "Jackson",
-    "Martin",
-    "Lee",
-    "Perez",
-    "Thompson",
-    "White",
-    "Nguyen",
-    "Kim",
-    "Chen",
-    "Patel",
-    "Müller",
-    "Schmidt",
-    "Rossi",
-    "Dubois",
-    "Tanaka",
-    "Sato",
-    "Kowalski",
-    "Novak",
-    "Okafor",
-    "Mensah",
-    "Silva",
-    "O'Brien",
-)
-_DOMAINS = (
-    "gmail.com",
-    "yahoo.com",
-    "outlook.com",
-    "hotmail.com",
-    "icloud.com",
-    "proton.me",
-    "example.com",
-    "example.org",
-    "company.io",
-    "fastmail.com",
-)
-_PLACES = (
-    ("San Francisco", "California", "US", "America/Los_Angeles"),
-    ("New York", "New York", "US", "America/New_York"),
-    ("Austin", "Texas", "US", "America/Chicago"),
-    ("Seattle", "Washington", "US", "America/Los_Angeles"),
-    ("Chicago", "Illinois", "US", "America/Chicago"),
-    ("Denver", "Colorado", "US", "America/Denver"),
-    ("Toronto", "Ontario", "CA", "America/Toronto"),
-    ("Vancouver", "British Columbia", "CA", "America/Vancouver"),
-    ("Mexico City", "Mexico City", "MX", "America/Mexico_City"),
-    ("São Paulo", "São Paulo", "BR", "America/Sao_Paulo"),
-    ("Buenos Aires", "Buenos Aires", "AR", "America/Argentina/Buenos_Aires"),
-    ("London", "England", "GB", "Europe/London"),
-    ("Manchester", "England", "GB", "Europe/London"),
-    ("Dublin", "Leinster", "IE", "Europe/Dublin"),
-    ("Paris", "Île-de-France", "FR", "Europe/Paris"),
-    ("Berlin", "Berlin", "DE", "Europe/Berlin"),
-    ("Munich", "Bavaria", "DE", "Europe/Berlin"),
-    ("Amsterdam", "North Holland", "NL", "Europe/Amsterdam"),
-    ("Madrid", "Madrid", "ES", "Europe/Madrid"),
-    ("Milan", "Lombardy", "IT", "Europe/Rome"),
-    ("Stockholm", "Stockholm", "SE", "Europe/Stockholm"),
-    ("Warsaw", "Masovia", "PL", "Europe/Warsaw"),
-    ("Lagos", "Lagos", "NG", "Africa/Lagos"),
-    ("Nairobi", "Nairobi", "KE", "Africa/Nairobi"),
-    ("Bangalore", "Karnataka", "IN", "Asia/Kolkata"),
-    ("Mumbai", "Maharashtra", "IN", "Asia/Kolkata"),
-    ("Singapore", "Singapore", "SG", "Asia/Singapore"),
-    ("Tokyo", "Tokyo", "JP", "Asia/Tokyo"),
-    ("Seoul", "Seoul", "KR", "Asia/Seoul"),
-    ("Sydney", "New South Wales", "AU", "Australia/Sydney"),
-)
-_OS = ("Mac OS X", "Windows", "Linux", "iOS", "Android", "Chrome OS")
-_BROWSERS = ("Chrome", "Safari", "Firefox", "Edge", "Opera", "Mobile Safari", "Chrome Mobile")
-_PLANS = (
-    "free",
-    "free",
-    "free",
-    "free",
-    "starter",
-    "starter",
-    "starter",
-    "pro",
-    "pro",
-    "enterprise",
-)
-_PLAN_LTV = {"free": 0.0, "starter": 120.0, "pro": 900.0, "enterprise": 12000.0}
-_TAGS = (
-    "early-adopter",
-    "newsletter",
-    "mobile",
-    "power-user",
-    "churn-risk",
-    "referral",
-    "trial",
-    "vip",
-    "beta",
-    "webinar",
-)
-_THEMES = ("light", "dark", "system")
-_LANGS = ("en", "en", "en", "es", "fr", "de", "ja", "pt")
-_NICKS = ("ace", "sparky", "moose", "pixel", "turbo", "ziggy", "nova", "rocket", "bean", "echo")
-_INDUSTRIES = (
-    "SaaS",
-    "Fintech",
-    "Healthcare",
-    "Retail",
-    "Media",
-    "Education",
-    "Logistics",
-    "Gaming",
-    "Manufacturing",
-    "Travel",
-)
-_SYLLABLES = (
-    "ac",
-    "me",
-    "glo",
-    "bex",
-    "tri",
-    "nova",
-    "zen",
-    "lum",
-    "quar",
-    "vel",
-    "ori",
-    "tek",
-    "pix",
-    "sol",
-    "kin",
-    "dra",
-)
-_SUFFIXES = ("Inc", "Labs", "Systems", "Group", "Ltd", "GmbH", "Co", "Technologies")
-_WORDS = ("alpha", "bravo", "delta", "echo", "kilo", "lima", "oscar", "sierra", "tango", "zulu")
 
 _T0 = 1_546_300_800  # 2019-01-01T00:00:00Z
 _T1 = 1_751_241_600  # 2025-06-30T00:00:00Z

@@ -524,7 +524,7 @@ def test_fault_validation() -> None:
 def test_cli_parses_hourly_limit_and_rejects_bad_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert _hourly("60/3600") == (60, 3600.0)
     assert _hourly("5/2") == (5, 2.0)
-    assert main(["--page-size", "0", "--port", "0"]) == 2
+    assert main(["--page-size", "0", "--port", "0"]) == 3  # 2 is the mp CLI's auth error
     assert "page_size" in capsys.readouterr().err
 
 
