@@ -1,16 +1,25 @@
 """Settings and credentials: from arguments, then environment, then the config file.
 
+Each setting is declared once, as a field of `Settings` whose metadata (`SettingSpec`) names its
+environment variable and config-file key and says how a raw value (text from the environment, a
+TOML value, a Python argument) becomes its value or one line naming the setting and the fix. So a
+setting is checked where it is read, before any request, whichever source it came from.
+
 The secret is wrapped in `Secret`, whose repr and str are masked, so no log line, exception, widget
 or notebook output can show it by accident; only the HTTP layer calls `Secret.reveal()`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import ipaddress
+import math
 import os
+import re
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -97,9 +106,9 @@ class QueryBudgetSpec:
             raise ConfigurationError(
                 setting, f"{text!r} is not QUERIES/SECONDS; write it like 60/3600"
             ) from None
-        if queries <= 0 or seconds <= 0:
+        if queries <= 0 or not math.isfinite(seconds) or seconds <= 0:
             raise ConfigurationError(
-                setting, f"{text!r}: both numbers must be positive, e.g. 60/3600"
+                setting, f"{text!r}: both numbers must be positive and finite, e.g. 60/3600"
             )
         return cls(queries=queries, seconds=seconds)
 
@@ -107,32 +116,220 @@ class QueryBudgetSpec:
         return f"{self.queries}/{self.seconds:g}"
 
 
+# -- how raw values become settings ---------------------------------------------------------------
+
+Convert = Callable[[str, Any], Any]
+"""(the name to blame, a raw value) → the setting's value, or a ConfigurationError."""
+
+
+def _text(blame: str, raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ConfigurationError(blame, f"expected text, got {type(raw).__name__} {raw!r}")
+    if raw != raw.strip():
+        raise ConfigurationError(blame, f"{raw!r} has leading or trailing spaces; remove them")
+    if not raw:
+        raise ConfigurationError(blame, "is empty; give a value or unset it")
+    return raw
+
+
+def _whole(blame: str, raw: Any, *, minimum: int) -> int:
+    if isinstance(raw, str) and re.fullmatch(r"[+-]?\d+", raw.strip()):
+        raw = int(raw.strip())
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ConfigurationError(blame, f"{raw!r} is not a whole number")
+    if raw < minimum:
+        raise ConfigurationError(blame, f"must be at least {minimum}, got {raw}")
+    return raw
+
+
+def _positive_int(blame: str, raw: Any) -> int:
+    return _whole(blame, raw, minimum=1)
+
+
+def _seconds(blame: str, raw: Any, *, allow_zero: bool) -> float:
+    value: object = raw
+    if isinstance(raw, str):
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ConfigurationError(blame, f"{raw!r} is not a number of seconds") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(blame, f"{raw!r} is not a number of seconds")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        least = "0 or more" if allow_zero else "more than 0"
+        raise ConfigurationError(blame, f"{raw!r}: give a finite number of seconds, {least}")
+    return value
+
+
+def _timeout(blame: str, raw: Any) -> float:
+    return _seconds(blame, raw, allow_zero=False)
+
+
+def _backoff(blame: str, raw: Any) -> float:
+    return _seconds(blame, raw, allow_zero=True)
+
+
+def _region(blame: str, raw: Any) -> str:
+    value = _text(blame, raw).lower()
+    if value not in REGION_HOSTS:
+        raise ConfigurationError(
+            blame, f"{raw!r} is not a region; use one of {', '.join(REGION_HOSTS)}"
+        )
+    return value
+
+
+def _budget(blame: str, raw: Any) -> QueryBudgetSpec:
+    if isinstance(raw, QueryBudgetSpec):
+        return raw
+    return QueryBudgetSpec.parse(_text(blame, raw), setting=blame)
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _boolean(blame: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+        return raw.strip().lower() in _TRUE
+    raise ConfigurationError(blame, f"{raw!r} is not true or false (1/0, yes/no also work)")
+
+
+_MEMORY = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|B)", re.IGNORECASE)
+
+
+def _memory(blame: str, raw: Any) -> str:
+    value = _text(blame, raw)
+    if not _MEMORY.fullmatch(value):
+        raise ConfigurationError(blame, f"{raw!r} is not a size; write it like 512MB or 4GiB")
+    return value
+
+
+def _url(blame: str, raw: Any) -> str:
+    value = _text(blame, raw)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigurationError(blame, f"{mask_url(value)!r} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            blame, f"{mask_url(value)!r} is not an http(s) URL like https://mixpanel.com"
+        )
+    return value
+
+
+def _budget_url(blame: str, raw: Any) -> str:
+    value = _text(blame, raw)
+    if urlsplit(value).scheme not in ("redis", "rediss"):
+        raise ConfigurationError(
+            blame,
+            f"{mask_url(value)!r} is not a redis:// or rediss:// URL like redis://host:6379/0",
+        )
+    return value
+
+
+def _count_pages(blame: str, raw: Any) -> str:
+    value = _text(blame, raw).lower()
+    if value not in ("all", "first"):
+        raise ConfigurationError(blame, f"{raw!r} is not all or first; use one of them")
+    return value
+
+
+# -- the declaration ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """Where one setting is read from and how: ``env`` (``MP_READ_TIMEOUT``), the config file's
+    key (the field name), and ``convert``, which checks any raw value."""
+
+    env: str
+    convert: Convert
+    help: str
+    optional: bool = False  # None is a valid value (unset)
+
+
+def _setting(default: Any, **spec: Any) -> Any:
+    return field(default=default, metadata={"setting": SettingSpec(**spec)})
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the client needs; immutable so it can be shared between threads."""
 
     credentials: Credentials | None = None
-    region: str = "us"
-    api_url: str | None = None
-    workspace_id: int | None = None
-    query_budget: QueryBudgetSpec = field(default_factory=QueryBudgetSpec)
-    connect_timeout: float = 10.0
-    read_timeout: float = 180.0
-    max_attempts: int = 6
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
-    allow_insecure_http: bool = False
-    memory_limit: str | None = None
-    """DuckDB's memory cap for the workspace (e.g. "512MB"); None keeps DuckDB's default."""
+    region: str = _setting("us", env="MP_REGION", convert=_region, help="us, eu or in")
+    api_url: str | None = _setting(
+        None,
+        env="MP_API_URL",
+        convert=_url,
+        optional=True,
+        help="another base URL (a proxy, an emulator)",
+    )
+    workspace_id: int | None = _setting(
+        None, env="MP_WORKSPACE_ID", convert=_positive_int, optional=True, help="workspace id"
+    )
+    query_budget: QueryBudgetSpec = _setting(
+        QueryBudgetSpec(),
+        env="MP_QUERY_BUDGET",
+        convert=_budget,
+        help="the project's query budget, QUERIES/SECONDS",
+    )
+    connect_timeout: float = _setting(
+        10.0, env="MP_CONNECT_TIMEOUT", convert=_timeout, help="seconds to connect"
+    )
+    read_timeout: float = _setting(
+        180.0, env="MP_READ_TIMEOUT", convert=_timeout, help="seconds to wait for a page"
+    )
+    max_attempts: int = _setting(
+        6, env="MP_MAX_ATTEMPTS", convert=_positive_int, help="attempts per page"
+    )
+    backoff_base: float = _setting(
+        0.5, env="MP_BACKOFF_BASE", convert=_backoff, help="first retry's backoff, seconds"
+    )
+    backoff_cap: float = _setting(
+        30.0, env="MP_BACKOFF_CAP", convert=_backoff, help="longest retry backoff, seconds"
+    )
+    allow_insecure_http: bool = _setting(
+        False,
+        env="MP_ALLOW_INSECURE_HTTP",
+        convert=_boolean,
+        help="allow plain HTTP to a host other than loopback",
+    )
+    memory_limit: str | None = _setting(
+        None,
+        env="MP_MEMORY_LIMIT",
+        convert=_memory,
+        optional=True,
+        help="DuckDB's memory cap for the workspace, e.g. 512MB",
+    )
+    budget_url: str | None = field(
+        default=None,
+        repr=False,
+        metadata={
+            "setting": SettingSpec(
+                env="MP_BUDGET_URL",
+                convert=_budget_url,
+                optional=True,
+                help="the team's shared query budget, redis://host:6379/0",
+            )
+        },
+    )
+    count_pages: str = _setting(
+        "all",
+        env="MP_COUNT_PAGES",
+        convert=_count_pages,
+        help="which queries the hourly budget counts: all, or first (page 0 of each session)",
+    )
 
     def __post_init__(self) -> None:
-        if self.region not in REGION_HOSTS:
-            raise ConfigurationError(
-                "MP_REGION",
-                f"{self.region!r} is not a region; use one of {', '.join(REGION_HOSTS)}",
-            )
-        if self.max_attempts < 1:
-            raise ConfigurationError("max_attempts", "must be at least 1")
+        for name, spec in setting_specs():
+            value = getattr(self, name)
+            if value is None and spec.optional:
+                continue
+            object.__setattr__(self, name, spec.convert(spec.env, value))
         if self.api_url is not None:
             _check_url(self.api_url, allow_insecure=self.allow_insecure_http)
 
@@ -174,6 +371,9 @@ class Settings:
         traceback printed with its locals (pytest --showlocals, error trackers) cannot show it.
         """
         overrides = _mask_secret({k: v for k, v in overrides.items() if v is not None})
+        unknown = [k for k in overrides if k not in _known_keys() and k != "credentials"]
+        if unknown:
+            raise ConfigurationError(unknown[0], _unknown_reason(unknown[0]))
         from_env = _from_env(os.environ if env is None else env)
         env = None
         path = Path(config_path or from_env.pop("config_file", None) or default_config_path())
@@ -186,85 +386,64 @@ class Settings:
 
     @classmethod
     def _from_values(cls, values: dict[str, Any]) -> Settings:
-        username = values.pop("username", None)
-        secret = values.pop("secret", None)
-        project_id = values.pop("project_id", None)
         credentials = values.pop("credentials", None)
-        if credentials is None and any(v is not None for v in (username, secret, project_id)):
-            missing = [
-                n
-                for n, v in (
-                    ("MP_USERNAME", username),
-                    ("MP_SECRET", secret),
-                    ("MP_PROJECT_ID", project_id),
-                )
-                if not v
-            ]
+        given = {name: values.pop(name, None) for name, _ in _CREDENTIALS}
+        if credentials is None and any(v is not None for v in given.values()):
+            missing = [env for name, env in _CREDENTIALS if not given[name]]
             if missing:
                 raise ConfigurationError(
                     missing[0],
                     f"is missing; set {', '.join(missing)} too (or none of them for the emulator)",
                 )
+            secret = given["secret"]
             credentials = Credentials(
-                username=str(username),
+                username=_text("MP_USERNAME", given["username"]),
                 secret=secret if isinstance(secret, Secret) else Secret(str(secret)),
-                project_id=_int("MP_PROJECT_ID", project_id),
+                project_id=_positive_int("MP_PROJECT_ID", given["project_id"]),
             )
-        budget = values.pop("query_budget", None)
-        if isinstance(budget, str):
-            budget = QueryBudgetSpec.parse(budget)
-        if budget is not None:
-            values["query_budget"] = budget
-        if "workspace_id" in values and values["workspace_id"] is not None:
-            values["workspace_id"] = _int("MP_WORKSPACE_ID", values["workspace_id"])
-        for key, kind in _NUMERIC_SETTINGS.items():
-            if isinstance(values.get(key), str):
-                env_name = next(n for n, k in _ENV_NAMES.items() if k == key)
-                try:
-                    values[key] = kind(values[key])
-                except ValueError:
-                    raise ConfigurationError(env_name, f"{values[key]!r} is not a number") from None
-        if "allow_insecure_http" in values:
-            values["allow_insecure_http"] = _truthy(values["allow_insecure_http"])
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigurationError(sorted(unknown)[0], "is not a setting mp_magic knows")
         return cls(credentials=credentials, **values)
+
+
+def setting_specs() -> Iterator[tuple[str, SettingSpec]]:
+    """(field name, spec) of every setting, in declaration order (credentials aside)."""
+    for f in dataclasses.fields(Settings):
+        spec = f.metadata.get("setting")
+        if spec is not None:
+            yield f.name, spec
+
+
+_CREDENTIALS = (
+    ("username", "MP_USERNAME"),
+    ("secret", "MP_SECRET"),
+    ("project_id", "MP_PROJECT_ID"),
+)
+"""The three settings that together make `Credentials` (all of them, or none for the emulator)."""
+
+
+def _env_names() -> dict[str, str]:
+    """Environment variable → setting (config-file key)."""
+    names = {env: name for name, env in _CREDENTIALS}
+    names.update({spec.env: name for name, spec in setting_specs()})
+    names["MP_CONFIG_FILE"] = "config_file"
+    return names
+
+
+def _known_keys() -> set[str]:
+    return {name for name, _ in _CREDENTIALS} | {name for name, _ in setting_specs()}
+
+
+def _unknown_reason(key: str) -> str:
+    near = difflib.get_close_matches(key, sorted(_known_keys()), n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    return f"is not a setting mp_magic knows{hint}"
 
 
 def default_config_path() -> Path:
     return Path(platformdirs.user_config_dir("mp_magic")) / "config.toml"
 
 
-_ENV_NAMES = {
-    "MP_USERNAME": "username",
-    "MP_SECRET": "secret",
-    "MP_PROJECT_ID": "project_id",
-    "MP_REGION": "region",
-    "MP_API_URL": "api_url",
-    "MP_WORKSPACE_ID": "workspace_id",
-    "MP_QUERY_BUDGET": "query_budget",
-    "MP_ALLOW_INSECURE_HTTP": "allow_insecure_http",
-    "MP_MAX_ATTEMPTS": "max_attempts",
-    "MP_BACKOFF_BASE": "backoff_base",
-    "MP_BACKOFF_CAP": "backoff_cap",
-    "MP_READ_TIMEOUT": "read_timeout",
-    "MP_CONNECT_TIMEOUT": "connect_timeout",
-    "MP_MEMORY_LIMIT": "memory_limit",
-    "MP_CONFIG_FILE": "config_file",
-}
-_NUMERIC_SETTINGS: dict[str, type] = {
-    "max_attempts": int,
-    "backoff_base": float,
-    "backoff_cap": float,
-    "read_timeout": float,
-    "connect_timeout": float,
-}
-
-
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    values = {key: env[name] for name, key in _ENV_NAMES.items() if env.get(name)}
+    values = {key: env[name] for name, key in _env_names().items() if env.get(name)}
     return _mask_secret(values)
 
 
@@ -276,35 +455,37 @@ def _mask_secret(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _from_config_file(path: Path) -> dict[str, Any]:
-    """Read ``config.toml``; a file holding a secret must not be readable by others (like ssh keys)."""
+    """Read ``config.toml``'s ``[mixpanel]`` table: known keys only, each checked like the
+    environment's; a file holding a secret must not be readable by others (like ssh keys)."""
     if not path.is_file():
         return {}
     try:
         data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(str(path), f"cannot be read as TOML ({exc})") from None
     section = data.get("mixpanel", data)
+    if not isinstance(section, dict):
+        raise ConfigurationError(
+            str(path), '[mixpanel] must be a table of settings, e.g. [mixpanel] region = "eu"'
+        )
+    for key, value in section.items():
+        if key not in _known_keys():
+            raise ConfigurationError(f"{path}: {key}", _unknown_reason(key))
+        if key in ("username", "secret") and not isinstance(value, str):
+            raise ConfigurationError(f"{path}: {key}", f"expected text, got {type(value).__name__}")
+        if key == "project_id":
+            _positive_int(f"{path}: project_id", value)
+    specs = dict(setting_specs())
+    for key, value in section.items():
+        if key in specs:
+            specs[key].convert(f"{path}: {key}", value)  # named by the file, before any request
     if "secret" in section and os.name == "posix":
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
             raise ConfigurationError(
                 str(path), f"holds a secret but has mode {mode:04o}; run: chmod 600 {path}"
             )
-    allowed = set(_ENV_NAMES.values()) - {"config_file"}
-    return _mask_secret({k: v for k, v in section.items() if k in allowed})
-
-
-def _int(setting: str, value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(setting, f"{value!r} is not a whole number") from None
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() in {"1", "true", "yes", "on"}
+    return _mask_secret(dict(section))
 
 
 def is_loopback_host(host: str) -> bool:
@@ -319,11 +500,7 @@ def is_loopback_host(host: str) -> bool:
 def _check_url(url: str, *, allow_insecure: bool) -> None:
     """Credentials go to HTTPS hosts, or over plain HTTP only to loopback (the emulator)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(
-            "MP_API_URL", f"{mask_url(url)!r} is not an http(s) URL like https://mixpanel.com"
-        )
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname) and not allow_insecure:
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname or "") and not allow_insecure:
         raise ConfigurationError(
             "MP_API_URL",
             f"plain HTTP to {parts.hostname} would send credentials unencrypted; use https, "
