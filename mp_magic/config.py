@@ -123,12 +123,20 @@ class Settings:
     allow_insecure_http: bool = False
     memory_limit: str | None = None
     """DuckDB's memory cap for the workspace (e.g. "512MB"); None keeps DuckDB's default."""
+    budget_url: str | None = field(default=None, repr=False)
+    """The team's shared query budget, ``redis://host:6379/0``; None: this machine's ledger."""
+    count_pages: str = "all"
+    """Which queries the hourly budget counts: ``all``, or ``first`` (page 0 of each session)."""
 
     def __post_init__(self) -> None:
         if self.region not in REGION_HOSTS:
             raise ConfigurationError(
                 "MP_REGION",
                 f"{self.region!r} is not a region; use one of {', '.join(REGION_HOSTS)}",
+            )
+        if self.count_pages not in ("all", "first"):
+            raise ConfigurationError(
+                "MP_COUNT_PAGES", f"{self.count_pages!r} is not all or first; use one of them"
             )
         if self.max_attempts < 1:
             raise ConfigurationError("max_attempts", "must be at least 1")
@@ -244,6 +252,8 @@ _ENV_NAMES = {
     "MP_READ_TIMEOUT": "read_timeout",
     "MP_CONNECT_TIMEOUT": "connect_timeout",
     "MP_MEMORY_LIMIT": "memory_limit",
+    "MP_BUDGET_URL": "budget_url",
+    "MP_COUNT_PAGES": "count_pages",
     "MP_CONFIG_FILE": "config_file",
 }
 _NUMERIC_SETTINGS: dict[str, type] = {
