@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,3 +72,69 @@ def start_redis(password: str | None = None) -> RedisServer:
 
 
 LedgerOpener = Callable[[], Ledger]
+
+
+# -- real mp_magic processes ------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).with_name("budget_worker.py")
+
+
+def worker_env(base: dict[str, str], **extra: str) -> dict[str, str]:
+    """The environment of a worker process: ``base`` plus the repo on PYTHONPATH plus ``extra``."""
+    env = {**os.environ, **base, **extra}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), *args],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def expect_line(process: subprocess.Popen[str], word: str) -> None:
+    """Block until the worker prints ``word`` (its own event); fail with its stderr if it dies."""
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if line != word:
+        process.kill()
+        _, err = process.communicate(timeout=30)
+        raise AssertionError(f"worker said {line!r} instead of {word!r}: {err[-2000:]}")
+
+
+def run_fetchers(
+    envs: list[dict[str, str]], pages: int, *, memory: bool = False
+) -> list[dict[str, Any]]:
+    """Start one fetch worker per env, release them together, return their JSON reports."""
+    args = ["fetch", "--pages", str(pages)] + (["--memory"] if memory else [])
+    workers = [spawn(args, env) for env in envs]
+    try:
+        for w in workers:
+            expect_line(w, "ready")
+        for w in workers:  # every worker is waiting on stdin: this is the common start
+            assert w.stdin is not None
+            w.stdin.write("go\n")
+            w.stdin.flush()
+        reports = []
+        for w in workers:
+            out, err = w.communicate(timeout=240)
+            assert w.returncode == 0, err[-2000:]
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+        return reports
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+
+
+def ideal_seconds(queries: int, per_window: int, window: float) -> float:
+    """The least wall time ``queries`` can take at ``per_window`` per rolling ``window``: every
+    window but the last is spent in full."""
+    return max(0, math.ceil(queries / per_window) - 1) * window
