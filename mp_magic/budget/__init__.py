@@ -33,6 +33,7 @@ __all__ = [
     "RedisLedger",
     "SqliteLedger",
     "TeamLedger",
+    "counts_in_window",
     "default_ledger_path",
     "default_margin",
     "format_duration",
@@ -52,6 +53,13 @@ def lease_seconds(settings: Settings) -> float:
     the holder has died (or hung) and its slot is free again.
     """
     return settings.connect_timeout + settings.read_timeout + 1.0
+
+
+def counts_in_window(settings: Settings, page: int) -> bool:
+    """Whether a request for ``page`` counts in the hourly window: the ``counted`` argument of
+    `QueryBudget.acquire`. With ``count_pages="first"`` only page 0 of a session counts (Mixpanel
+    support has said later pages do not; unverified, so "all" is the default)."""
+    return getattr(settings, "count_pages", "all") != "first" or page == 0
 
 
 def ledger_for(settings: Settings) -> Ledger:

@@ -115,6 +115,11 @@ class LedgerView:
         return expiries[excess]
 
 
+def as_reason(text: object) -> WaitReason:
+    """A wait reason read back from storage (anything unknown reads as the hourly limit)."""
+    return "concurrent" if text == "concurrent" else "retry" if text == "retry" else "hourly"
+
+
 def live(claims: list[Claim], now: float, span: float) -> list[Claim]:
     """The claims that still hold a slot or count in the window."""
     return [c for c in claims if not c.expired(now, span)]

@@ -21,9 +21,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..exceptions import ConfigurationError, MpMagicWarning
 from ..types import WaitReason
-from .claims import CONCURRENT_POLL, IN_FLIGHT_RECHECK, Cause, Claim, Denial, LedgerView
+from .claims import (
+    CONCURRENT_POLL,
+    IN_FLIGHT_RECHECK,
+    Cause,
+    Claim,
+    Denial,
+    LedgerView,
+    as_reason,
+)
 from .ledger import Ledger
-from .sqlite_ledger import _reason
 
 # Claims are a hash (id -> JSON) under KEYS[1]; the server's block a hash under KEYS[2].
 _COMMON = """
@@ -262,7 +269,7 @@ class RedisLedger:
         if int(answer[0]) == 1:
             return str(answer[1])
         _, seconds, cause, reason, others, holders = answer
-        return Denial(float(seconds), _cause(cause), _reason(reason), int(others), int(holders))
+        return Denial(float(seconds), _cause(cause), as_reason(reason), int(others), int(holders))
 
     def finish(self, claim_id: str) -> None:
         self._finish(keys=self._keys, args=[claim_id])
@@ -289,7 +296,7 @@ class RedisLedger:
             )
             for c in (items if isinstance(items, list) else [])
         )
-        return LedgerView(float(now), claims, float(blocked), _reason(reason))
+        return LedgerView(float(now), claims, float(blocked), as_reason(reason))
 
     def close(self) -> None:
         self._client.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 import platformdirs
 
 from ..types import WaitReason
-from .claims import Claim, Denial, LedgerView, decide, foreign_needed
+from .claims import Claim, Denial, LedgerView, as_reason, decide, foreign_needed
 from .ledger import Clock
 
 _SCHEMA = """
@@ -109,7 +109,7 @@ class SqliteLedger:
         block = conn.execute("SELECT until, reason FROM block WHERE id = 1").fetchone()
         if block is None:
             return LedgerView(now, claims, float("-inf"), "hourly")
-        return LedgerView(now, claims, float(block[0]), _reason(block[1]))
+        return LedgerView(now, claims, float(block[0]), as_reason(block[1]))
 
     def claim(
         self,
@@ -177,10 +177,6 @@ class SqliteLedger:
 
     def __repr__(self) -> str:
         return f"SqliteLedger({str(self._path)!r})"
-
-
-def _reason(text: object) -> WaitReason:
-    return "concurrent" if text == "concurrent" else "retry" if text == "retry" else "hourly"
 
 
 def _remove_stale_neighbours(path: Path) -> None:

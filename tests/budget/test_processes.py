@@ -101,7 +101,6 @@ def test_a_killed_process_loses_its_claims_when_the_lease_ends(
         server: RedisServer = request.getfixturevalue("redis_server")
         extra["MP_BUDGET_URL"] = server.url
         ledger: Any = RedisLedger(server.url, project_hash(base_url, project))
-        ledger.top_up(used=0, limit=0, span=1.0, holder="")  # reach Redis once: it is up
     else:
         ledger = SqliteLedger(default_ledger_path(base_url, project))
     env = worker_env(base_env(emu), **extra)
