@@ -219,3 +219,17 @@ def test_status_names_the_holders_and_renders_in_a_few_lines(open_ledger: Ledger
     assert ledger.location in text
     assert len(text.splitlines()) <= 6
     assert budget.status().in_flight == ()
+
+
+def test_a_claim_in_flight_longer_than_the_window_keeps_its_window_slot(
+    open_ledger: LedgerOpener,
+) -> None:
+    ledger = open_ledger()
+    slow = claim(ledger, queries=1, span=0.5)
+    time.sleep(0.6)  # only makes the claim older than its window; nothing is timed
+    denial = claim(ledger, queries=1, span=0.5)
+    assert not isinstance(denial, str) and denial.cause == "window"
+    assert 0 < denial.seconds <= 0.05  # "not yet": its answer has not re-dated it
+    ledger.finish(str(slow))
+    denial = claim(ledger, queries=1, span=0.5)
+    assert not isinstance(denial, str) and 0.25 < denial.seconds <= 0.5  # a window from its answer
