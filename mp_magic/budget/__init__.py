@@ -9,14 +9,17 @@ process only.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+from pathlib import Path
 
 from ..config import QueryBudgetSpec, Settings
 from ..text import format_duration
 from .claims import Claim, Denial, LedgerView
 from .core import DEFAULT_LEASE_SECONDS, QueryBudget, default_margin
+from .fallback import FallbackLedger, fallback_warning
 from .ledger import Ledger, MemoryLedger, this_holder
-from .redis_ledger import RedisLedger, TeamLedger, mask_url
+from .redis_ledger import RedisLedger, mask_url, redis_errors
 from .sqlite_ledger import SqliteLedger, default_ledger_path, project_hash
 from .status import BudgetStatus, render_status
 
@@ -25,6 +28,7 @@ __all__ = [
     "BudgetStatus",
     "Claim",
     "Denial",
+    "FallbackLedger",
     "Ledger",
     "LedgerView",
     "MemoryLedger",
@@ -32,13 +36,13 @@ __all__ = [
     "QueryBudgetSpec",
     "RedisLedger",
     "SqliteLedger",
-    "TeamLedger",
     "counts_in_window",
     "default_ledger_path",
     "default_margin",
     "format_duration",
     "lease_seconds",
     "ledger_for",
+    "machine_ledger",
     "mask_url",
     "render_status",
     "shared_budget",
@@ -62,16 +66,29 @@ def counts_in_window(settings: Settings, page: int) -> bool:
     return getattr(settings, "count_pages", "all") != "first" or page == 0
 
 
+def machine_ledger(path: Path) -> Ledger:
+    """The machine's SQLite ledger at ``path``; this process's memory if the file cannot be used."""
+    errors = (OSError, sqlite3.Error)
+    try:
+        ledger = SqliteLedger(path)
+    except errors as error:
+        memory = MemoryLedger()
+        fallback_warning(f"the budget file {path} cannot be opened", error, memory)
+        return memory
+    return FallbackLedger(ledger, MemoryLedger, errors, f"the budget file {path} failed")
+
+
 def ledger_for(settings: Settings) -> Ledger:
     """The ledger ``settings`` call for: the team's Redis if ``budget_url`` is set, else the
-    machine's SQLite file for the project."""
+    machine's SQLite file for the project (each falling back as `FallbackLedger` says)."""
     base_url, project = settings.budget_key
     path = default_ledger_path(base_url, project)
     url = getattr(settings, "budget_url", None)
     if url:
         team = RedisLedger(url, project_hash(base_url, project))
-        return TeamLedger(team, lambda: SqliteLedger(path))
-    return SqliteLedger(path)
+        unreachable = f"the team query budget at {team.location} is unreachable"
+        return FallbackLedger(team, lambda: machine_ledger(path), redis_errors(), unreachable)
+    return machine_ledger(path)
 
 
 _registry: dict[tuple[str, int, str], QueryBudget] = {}

@@ -5,21 +5,18 @@ script, so "count, then claim" is atomic however many machines ask at once, and 
 Redis server's own clock (``TIME``): the machines' clocks need not agree. The script's rule is
 `claims.decide`, transcribed; keep the two in step.
 
-Redis is a network service and may go away. `TeamLedger` then moves to this machine's SQLite
-ledger with one warning: pacing by a local budget is better than pacing by none.
+Redis is a network service and may go away: `ledger_for` wraps this ledger in a
+`fallback.FallbackLedger` that then moves to this machine's SQLite ledger with one warning.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import uuid
-import warnings
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..exceptions import ConfigurationError, MpMagicWarning
+from ..exceptions import ConfigurationError
 from ..types import WaitReason
 from .claims import (
     CONCURRENT_POLL,
@@ -30,7 +27,6 @@ from .claims import (
     LedgerView,
     as_reason,
 )
-from .ledger import Ledger
 
 # Claims are a hash (id -> JSON) under KEYS[1]; the server's block a hash under KEYS[2].
 _COMMON = """
@@ -309,101 +305,8 @@ def _cause(text: object) -> Cause:
     return "concurrent" if text == "concurrent" else "blocked" if text == "blocked" else "window"
 
 
-class TeamLedger:
-    """The Redis ledger, or (once Redis cannot be reached) this machine's ledger, for good.
+def redis_errors() -> tuple[type[BaseException], ...]:
+    """What a lost Redis raises (its client's connection and timeout errors)."""
+    import redis.exceptions as errors
 
-    Claims made in Redis before the switch are simply not finished there; their leases end them.
-    """
-
-    def __init__(self, team: RedisLedger, local: Callable[[], Ledger]) -> None:
-        self._team = team
-        self._local_factory = local
-        self._local: Ledger | None = None
-        self._lock = threading.Lock()
-        try:
-            import redis.exceptions as errors
-
-            self._errors: tuple[type[BaseException], ...] = (
-                errors.ConnectionError,
-                errors.TimeoutError,
-            )
-        except ImportError:  # pragma: no cover - RedisLedger already required it
-            self._errors = (OSError,)
-
-    @property
-    def location(self) -> str:
-        local = self._local
-        return self._team.location if local is None else local.location
-
-    @property
-    def fell_back(self) -> bool:
-        return self._local is not None
-
-    def _current(self) -> Ledger:
-        return self._team if self._local is None else self._local
-
-    def _fall_back(self, error: BaseException) -> Ledger:
-        with self._lock:
-            if self._local is None:
-                self._local = self._local_factory()
-                detail = str(error).replace(self._team.location, "").strip() or "no answer"
-                warnings.warn(
-                    f"the team query budget at {self._team.location} is unreachable "
-                    f"({type(error).__name__}: {' '.join(detail.split())}); pacing with this "
-                    f"machine's budget {self._local.location} instead",
-                    MpMagicWarning,
-                    stacklevel=4,
-                )
-            return self._local
-
-    def _call(self, name: str, **kwargs: Any) -> Any:
-        ledger = self._current()
-        try:
-            return getattr(ledger, name)(**kwargs)
-        except self._errors as error:
-            if ledger is not self._team:
-                raise
-            return getattr(self._fall_back(error), name)(**kwargs)
-
-    def claim(
-        self,
-        *,
-        queries: int,
-        span: float,
-        concurrent: int,
-        counted: bool,
-        lease: float,
-        holder: str,
-    ) -> str | Denial:
-        result: str | Denial = self._call(
-            "claim",
-            queries=queries,
-            span=span,
-            concurrent=concurrent,
-            counted=counted,
-            lease=lease,
-            holder=holder,
-        )
-        return result
-
-    def finish(self, claim_id: str) -> None:
-        self._call("finish", claim_id=claim_id)
-
-    def block(self, seconds: float, reason: WaitReason) -> None:
-        self._call("block", seconds=seconds, reason=reason)
-
-    def top_up(self, *, used: int, limit: int, span: float, holder: str) -> int:
-        added: int = self._call("top_up", used=used, limit=limit, span=span, holder=holder)
-        return added
-
-    def view(self, span: float) -> LedgerView:
-        view: LedgerView = self._call("view", span=span)
-        return view
-
-    def close(self) -> None:
-        self._team.close()
-        if self._local is not None:
-            self._local.close()
-
-    def __repr__(self) -> str:
-        return f"TeamLedger({self.location!r})"
+    return (errors.ConnectionError, errors.TimeoutError)

@@ -10,6 +10,7 @@ import pytest
 
 from mp_magic.budget import SqliteLedger, counts_in_window, default_ledger_path, shared_budget
 from mp_magic.config import Credentials, QueryBudgetSpec, Secret, Settings
+from mp_magic.exceptions import MpMagicWarning
 
 
 def settings(project: int, **extra: object) -> Settings:
@@ -55,3 +56,21 @@ def test_count_pages_first_counts_page_zero_only() -> None:
     first = settings(1, count_pages="first")
     assert [counts_in_window(every, p) for p in (0, 1, 7)] == [True, True, True]
     assert [counts_in_window(first, p) for p in (0, 1, 7)] == [True, False, False]
+
+
+def test_a_budget_file_that_cannot_be_opened_paces_in_memory_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_STATE_HOME", str(blocker))  # the state directory cannot be made
+    with pytest.warns(MpMagicWarning) as caught:
+        budget = shared_budget(settings(930002))
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "cannot be opened" in message and "this process's own budget" in message
+    assert "\n" not in message
+    with budget.acquire():
+        pass
+    assert budget.remaining() == 4
+    assert budget.status().ledger == "memory (this process only)"

@@ -12,9 +12,9 @@ import pytest
 from budget_support import REPO, RedisServer, start_redis
 
 from mp_magic.budget import (
+    FallbackLedger,
     QueryBudget,
     RedisLedger,
-    TeamLedger,
     ledger_for,
     mask_url,
     render_status,
@@ -60,7 +60,7 @@ def test_a_password_never_shows_in_repr_status_or_settings(guarded_redis: RedisS
         shown = [repr(ledger), repr(budget), ledger.location, text, repr(settings), str(settings)]
         assert not any(PASSWORD in s for s in shown)
         assert f"redis://:****@127.0.0.1:{guarded_redis.port}/0" in text
-        assert isinstance(ledger, TeamLedger) and not ledger.fell_back  # it really used Redis
+        assert isinstance(ledger, FallbackLedger) and not ledger.fell_back  # it really used Redis
     finally:
         ledger.close()
 
@@ -117,7 +117,7 @@ def test_losing_redis_mid_fetch_falls_back_to_the_machine_ledger_once(
         message = str(ours[0].message)
         assert "\n" not in message and PASSWORD not in message
         assert "redis://:****@" in message and "unreachable" in message
-        assert isinstance(ledger, TeamLedger) and ledger.fell_back
+        assert isinstance(ledger, FallbackLedger) and ledger.fell_back
         assert status.ledger.endswith(".sqlite3") and status.ledger in message
         assert status.used == 2  # the machine ledger paces from here on, never no budget
         with budget.acquire():
