@@ -226,8 +226,9 @@ class QueryBudget:
         Queries it counted that no mp_magic process claimed (another tool's, a colleague's without
         a shared ledger) are recorded as claims of their own, so everyone sharing the ledger
         paces by them. The server does not say when they were sent, so they count from now: the
-        budget may wait longer than strictly needed, but never trips the server because of them.
-        Returns how many were added.
+        budget may wait longer than strictly needed, but never trips the server because of them
+        (likewise if ``used`` includes the refused query itself). ``used`` above ``limit``
+        ("61/60") fills the window. Returns how many were added.
         """
         if used <= 0 or limit <= 0:
             return 0
