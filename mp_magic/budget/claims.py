@@ -54,6 +54,10 @@ class Claim:
             return None
         return self.lease_until
 
+    def answered(self, now: float) -> Claim:
+        """This claim with its answer recorded at ``now``."""
+        return Claim(self.id, self.started, self.lease_until, now, self.counted, self.holder)
+
     def in_flight(self, now: float) -> bool:
         return self.finished is None and self.lease_until > now
 

@@ -27,6 +27,45 @@ def this_holder() -> str:
     return f"{os.getpid()}@{socket.gethostname()}"
 
 
+def holder_is_dead(holder: str) -> bool:
+    """True only for a holder on this machine whose process is gone (killed, crashed).
+
+    Its claims then free at once instead of at their lease's end: a ``kill -9`` of a notebook
+    must not hold the project's slots for the length of a read timeout. Holders on other machines
+    (a team ledger) and processes we cannot see stay alive until their lease ends.
+    """
+    pid_text, _, host = holder.partition("@")
+    if os.name != "posix" or host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: "does it exist?", nothing is sent
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists but is another user's, or cannot be asked
+        return False
+    try:  # a killed child its parent has not reaped yet is a zombie: as good as gone
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def dead_claims(claims: tuple[Claim, ...] | list[Claim], now: float) -> list[str]:
+    """The ids of in-flight claims whose holder on this machine is gone."""
+    verdicts: dict[str, bool] = {}
+    dead = []
+    for c in claims:
+        if c.in_flight(now):
+            if c.holder not in verdicts:
+                verdicts[c.holder] = holder_is_dead(c.holder)
+            if verdicts[c.holder]:
+                dead.append(c.id)
+    return dead
+
+
 class Ledger(Protocol):
     """The claims of one project, shared by everyone who opens the same ledger.
 
@@ -122,7 +161,7 @@ class MemoryLedger:
         with self._lock:
             now = self._clock()
             self._claims = [
-                _finished(c, now) if c.id == claim_id and c.finished is None else c
+                c.answered(now) if c.id == claim_id and c.finished is None else c
                 for c in self._claims
             ]
 
@@ -151,7 +190,3 @@ class MemoryLedger:
 
     def __repr__(self) -> str:
         return "MemoryLedger()"
-
-
-def _finished(claim: Claim, now: float) -> Claim:
-    return Claim(claim.id, claim.started, claim.lease_until, now, claim.counted, claim.holder)

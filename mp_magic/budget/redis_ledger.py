@@ -27,6 +27,7 @@ from .claims import (
     LedgerView,
     as_reason,
 )
+from .ledger import dead_claims
 
 # Claims are a hash (id -> JSON) under KEYS[1]; the server's block a hash under KEYS[2].
 _COMMON = """
@@ -128,6 +129,25 @@ local c = cjson.decode(raw)
 if c.f ~= nil and c.f ~= cjson.null then return 0 end
 c.f = now_s()
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(c))
+return 1
+"""
+)
+
+# ARGV: ids of claims whose holders died: answered (at the latest) now
+_REAP = (
+    _COMMON
+    + """
+local now = now_s()
+for _, id in ipairs(ARGV) do
+  local raw = redis.call('HGET', KEYS[1], id)
+  if raw then
+    local c = cjson.decode(raw)
+    if c.f == nil or c.f == cjson.null then
+      c.f = now
+      redis.call('HSET', KEYS[1], id, cjson.encode(c))
+    end
+  end
+end
 return 1
 """
 )
@@ -235,6 +255,7 @@ class RedisLedger:
         self._block = self._client.register_script(_BLOCK)
         self._top_up = self._client.register_script(_TOP_UP)
         self._view = self._client.register_script(_VIEW)
+        self._reap = self._client.register_script(_REAP)
 
     @property
     def location(self) -> str:
@@ -249,6 +270,28 @@ class RedisLedger:
         counted: bool,
         lease: float,
         holder: str,
+    ) -> str | Denial:
+        result = self._claim_once(queries, span, concurrent, counted, lease, holder)
+        if isinstance(result, Denial) and result.cause != "blocked" and self._reap_dead(span):
+            result = self._claim_once(queries, span, concurrent, counted, lease, holder)
+        return result
+
+    def _reap_dead(self, span: float) -> bool:
+        """Finish the in-flight claims of dead processes on this machine; True if there were any."""
+        return bool(self._view_and_reap(span)[1])
+
+    def _view_and_reap(self, span: float) -> tuple[LedgerView, list[str]]:
+        view = self._raw_view(span)
+        dead = dead_claims(view.claims, view.now)
+        if not dead:
+            return view, dead
+        self._reap(keys=self._keys, args=dead)
+        gone = set(dead)
+        claims = tuple(c.answered(view.now) if c.id in gone else c for c in view.claims)
+        return LedgerView(view.now, claims, view.blocked_until, view.blocked_reason), dead
+
+    def _claim_once(
+        self, queries: int, span: float, concurrent: int, counted: bool, lease: float, holder: str
     ) -> str | Denial:
         claim_id = uuid.uuid4().hex
         args: list[str | int] = [
@@ -279,6 +322,9 @@ class RedisLedger:
         return int(self._top_up(keys=self._keys, args=[target, repr(span), holder, prefix]))
 
     def view(self, span: float) -> LedgerView:
+        return self._view_and_reap(span)[0]
+
+    def _raw_view(self, span: float) -> LedgerView:
         now, raw, blocked, reason = self._view(keys=self._keys, args=[repr(span)])
         items = json.loads(raw)
         claims = tuple(

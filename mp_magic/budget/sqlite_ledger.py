@@ -22,7 +22,7 @@ import platformdirs
 
 from ..types import WaitReason
 from .claims import Claim, Denial, LedgerView, as_reason, decide, foreign_needed
-from .ledger import Clock
+from .ledger import Clock, dead_claims
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (
@@ -106,6 +106,12 @@ class SqliteLedger:
             "SELECT id, started, lease_until, finished, counted, holder FROM claims"
         ).fetchall()
         claims = tuple(Claim(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows)
+        dead = set(dead_claims(claims, now))
+        if dead:  # their holders died: answered (at the latest) now
+            conn.executemany(
+                "UPDATE claims SET finished = ? WHERE id = ?", [(now, i) for i in dead]
+            )
+            claims = tuple(c.answered(now) if c.id in dead else c for c in claims)
         block = conn.execute("SELECT until, reason FROM block WHERE id = 1").fetchone()
         if block is None:
             return LedgerView(now, claims, float("-inf"), "hourly")

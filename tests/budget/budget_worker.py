@@ -5,8 +5,9 @@ line on stdin (so every worker starts at the same moment), fetches pages 0..N-1 
 through `MixpanelAPIClient` with the shared budget (``--memory``: a budget of its own, as before
 the ledger), then prints one JSON line: the distinct ids, and when it started and finished.
 
-``python budget_worker.py hold --claims K``: takes K slots of the shared budget, prints ``held``
-and waits to be killed (the crash test).
+``python budget_worker.py hold --claims K [--host NAME]``: takes K slots of the shared budget,
+prints ``held`` and waits to be killed (the crash tests). ``--host`` names its claims as if it
+ran on another machine, whose death nobody here can see.
 
 Settings come from the environment (MP_API_URL, MP_QUERY_BUDGET, MP_BUDGET_URL, ...).
 """
@@ -16,12 +17,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from mp_magic.budget import shared_budget
+from mp_magic.budget import QueryBudget, lease_seconds, ledger_for, shared_budget
 from mp_magic.client import MixpanelAPIClient
 from mp_magic.config import Settings
 
@@ -53,7 +55,16 @@ def _fetch(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _hold(args: argparse.Namespace) -> None:
-    budget = shared_budget(Settings.load())
+    settings = Settings.load()
+    budget = shared_budget(settings)
+    if args.host:
+        holder = f"{os.getpid()}@{args.host}"
+        budget = QueryBudget(
+            settings.query_budget,
+            ledger=ledger_for(settings),
+            lease=lease_seconds(settings),
+            holder=holder,
+        )
     with contextlib.ExitStack() as stack:
         for _ in range(args.claims):
             stack.enter_context(budget.acquire())
@@ -70,6 +81,7 @@ def main() -> int:
     fetch.add_argument("--memory", action="store_true")
     hold = sub.add_parser("hold")
     hold.add_argument("--claims", type=int, required=True)
+    hold.add_argument("--host", default=None)
     args = parser.parse_args()
     if args.mode == "hold":
         _hold(args)

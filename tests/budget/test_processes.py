@@ -91,40 +91,76 @@ def test_two_machines_share_only_a_redis_ledger(
     assert not any((tmp_path / f"machine{i}").exists() for i in range(3))  # Redis was enough
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
-def test_a_killed_process_loses_its_claims_when_the_lease_ends(
+def open_ledger(
     emu: Any, backend: str, request: pytest.FixtureRequest
-) -> None:
-    extra = {"MP_READ_TIMEOUT": "3", "MP_CONNECT_TIMEOUT": "0.5"}  # lease: 4.5 s
+) -> tuple[Any, dict[str, str]]:
+    """The ledger the workers will share (read directly by the test), and their extra env."""
     base_url, project = emu.url.rstrip("/"), emu.project_id
     if backend == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
-        extra["MP_BUDGET_URL"] = server.url
-        ledger: Any = RedisLedger(server.url, project_hash(base_url, project))
-    else:
-        ledger = SqliteLedger(default_ledger_path(base_url, project))
-    env = worker_env(base_env(emu), **extra)
-    holder = spawn(["hold", "--claims", "5"], env)
+        return RedisLedger(server.url, project_hash(base_url, project)), {
+            "MP_BUDGET_URL": server.url
+        }
+    return SqliteLedger(default_ledger_path(base_url, project)), {}
+
+
+def hold_then_kill(env: dict[str, str], ledger: Any, host: str) -> float:
+    """A worker takes all five slots and is SIGKILLed; returns when its claims' leases end."""
+    args = ["hold", "--claims", "5"] + (["--host", host] if host != socket.gethostname() else [])
+    holder = spawn(args, env)
     try:
         expect_line(holder, "held")
         view = ledger.view(WINDOW + 1.0)
-        dead = f"{holder.pid}@{socket.gethostname()}"
+        dead = f"{holder.pid}@{host}"
         assert [c.holder for c in view.in_flight()] == [dead] * 5
-        lease_end = min(c.lease_until for c in view.claims)
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(30)
-        # Every concurrency slot is held by a dead process: the others wait for the lease...
-        status = QueryBudget(ledger=ledger).status()
-        assert status.in_flight == (dead,) * 5
-        reports = run_fetchers([env, env], PAGES)
+        return min(c.lease_until for c in view.claims)
     finally:
         if holder.poll() is None:
             holder.kill()
             holder.wait()
-        ledger.close()
-    # ...and then go on: every profile once, and no query before the dead claims expired.
+
+
+def check_profiles(emu: Any, reports: list[dict[str, Any]]) -> None:
     expected = sorted(p["$distinct_id"] for p in emu.expected_profiles(EngageQuery().to_form()))
     for report in reports:
         assert sorted(report["ids"]) == expected
-    assert min(r["finished"] for r in reports) >= lease_end
     assert emu.stats.rate_limited <= 3
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_process_killed_on_this_machine_frees_its_claims_at_once(
+    emu: Any, backend: str, request: pytest.FixtureRequest
+) -> None:
+    ledger, extra = open_ledger(emu, backend, request)
+    env = worker_env(base_env(emu), MP_READ_TIMEOUT="120", **extra)  # a lease of two minutes
+    try:
+        lease_end = hold_then_kill(env, ledger, socket.gethostname())
+        # The holder's pid is gone: the next claim finds out and frees its slots.
+        status = QueryBudget(ledger=ledger).status()
+        assert status.in_flight == ()
+        reports = run_fetchers([env, env], PAGES)
+    finally:
+        ledger.close()
+    check_profiles(emu, reports)
+    assert max(r["finished"] for r in reports) < lease_end  # nobody waited for the lease
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_killed_process_on_another_machine_loses_its_claims_when_the_lease_ends(
+    emu: Any, backend: str, request: pytest.FixtureRequest
+) -> None:
+    ledger, extra = open_ledger(emu, backend, request)
+    env = worker_env(base_env(emu), MP_READ_TIMEOUT="3", MP_CONNECT_TIMEOUT="0.5", **extra)
+    try:  # lease: 4.5 s
+        lease_end = hold_then_kill(env, ledger, "another-machine")
+        # Nobody here can see that process die: its slots stay held until the lease ends...
+        status = QueryBudget(ledger=ledger).status()
+        assert len(status.in_flight) == 5
+        reports = run_fetchers([env, env], PAGES)
+    finally:
+        ledger.close()
+    # ...and then the others go on: every profile once, no query before the claims expired.
+    check_profiles(emu, reports)
+    assert min(r["finished"] for r in reports) >= lease_end
