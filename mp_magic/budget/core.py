@@ -30,14 +30,15 @@ from ..config import QueryBudgetSpec
 from ..exceptions import FetchCancelledError
 from ..text import format_duration
 from ..types import BudgetWait, WaitReason
-from .claims import ELSEWHERE, Denial, LedgerView
+from .claims import CONCURRENT_POLL, ELSEWHERE, Denial, LedgerView
 from .ledger import Clock, Ledger, MemoryLedger, this_holder
 from .status import BudgetStatus
 
 Sleeper = Callable[[float, "threading.Event | None"], None]
 
-# While waiting for a concurrency slot we still poll the cancel event this often.
-_CANCEL_POLL_SECONDS = 0.05
+# Waiting for a concurrency slot another process holds, we look again after CONCURRENT_POLL
+# seconds, then less often, up to this (which also bounds how late a cancel is noticed).
+_MAX_CONCURRENT_POLL = 0.1
 # A new pause is reported again only if its resume time moved by more than this.
 _REPORT_AGAIN_AFTER = 1.0
 # Pauses shorter than this are taken silently: when a full window rolls over, each following send
@@ -176,6 +177,7 @@ class QueryBudget:
         counted: bool,
     ) -> str:
         reported_resume: float | None = None
+        poll = CONCURRENT_POLL
         while True:
             _check_cancel(cancel)
             with self._cond:
@@ -192,10 +194,12 @@ class QueryBudget:
             if isinstance(result, str):
                 return result
             if result.cause == "concurrent":
-                # Our own releases notify; other processes' releases are seen by looking again.
+                # Our own releases notify; other processes' releases are seen by looking again,
+                # less often the longer the wait (queries of the real API take seconds).
                 with self._cond:
                     if self._releases == releases:
-                        self._cond.wait(min(max(result.seconds, 0.001), _CANCEL_POLL_SECONDS))
+                        self._cond.wait(max(result.seconds, poll))
+                poll = min(poll * 1.5, _MAX_CONCURRENT_POLL)
                 continue
             pause = result.seconds
             now = self._clock()
