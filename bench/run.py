@@ -11,6 +11,7 @@ memory do not count against the client being measured. Targets (from the issues)
   memory     peak RSS of a 200,000-profile fetch ÷ that of a 20,000-profile fetch     < 2
   typing     100,000 profiles over 500 sparse properties: typed time ÷ raw-JSON time  (reported)
   pacing     wall / the budget's ideal for five windows' worth of pages; 429s          ≤ 1.10, ~0
+  team_budget  3 processes × 40 pages, one project: 429s and wall / ideal, shared vs per-process
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from team_budget import bench_team_budget  # noqa: E402  (bench/ is the script's directory)
 
 USERNAME, SECRET, PROJECT = "bench", "bench-secret", 7
 
@@ -356,6 +359,7 @@ BENCHES = {
     "memory": bench_memory,
     "typing": bench_typing,
     "pacing": bench_pacing,
+    "team_budget": bench_team_budget,
 }
 
 

@@ -14,11 +14,13 @@ import pytest
 def _isolated_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[None]:
-    """Strip every MP_* variable and point the config file at a path that does not exist."""
+    """Strip every MP_* variable; point the config file and the state directory at temp paths."""
     for name in [n for n in os.environ if n.startswith("MP_")]:
         monkeypatch.delenv(name, raising=False)
     missing = Path(tmp_path_factory.mktemp("config")) / "absent.toml"
     monkeypatch.setenv("MP_CONFIG_FILE", str(missing))
+    # The query budget's ledger file lives in the user state directory: never the user's own.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
     yield
 
 

@@ -364,3 +364,30 @@ def test_estimate_matches_a_sequential_schedule_with_latency():
             clock.now += 0.2
     assert clock.now - start == pytest.approx(predicted)
     assert predicted == pytest.approx(5.0)  # 2 full windows (2 × 2.3 s) + 2 answers (0.4 s)
+
+
+def test_uncounted_sends_hold_a_slot_but_never_the_window():
+    budget, clock = make(queries=2, seconds=10.0, concurrent=1)
+    for _ in range(5):
+        take(budget, counted=False)
+    assert budget.remaining() == 2 and clock.sleeps == []
+    take(budget)
+    take(budget)
+    events: list[BudgetWait] = []
+    take(budget, counted=False, on_wait=events.append)  # the window is full: later pages still go
+    assert events == [] and clock.sleeps == []
+
+
+def test_server_reported_usage_counts_for_a_full_window_from_now():
+    budget, clock = make(queries=5, seconds=60.0)
+    take(budget)
+    clock.now += 10
+    assert budget.record_server_usage(used=4, limit=60) == 3
+    assert budget.remaining() == 1
+    events: list[BudgetWait] = []
+    take(budget)
+    take(budget, on_wait=events.append)
+    # our own send leaves first (at +60 from it), then the server's three at +60 from the report
+    assert clock.now == pytest.approx(1060.0)
+    assert "another process holds 3 of its 5 queries" in events[0].message
+    assert budget.status().used_elsewhere == 3

@@ -1,0 +1,119 @@
+"""The project's query budget, shared by every fetch, every process and (with Redis) every machine.
+
+`shared_budget` hands every client of the same ``Settings.budget_key`` (server and project) in a
+process the same `QueryBudget`, and backs it by the ledger every mp_magic process of the user
+shares: a SQLite file under the user state directory, or the team's Redis when
+``Settings.budget_url`` names one. ``shared_budget(settings, memory=True)`` keeps the budget in this
+process only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from ..config import QueryBudgetSpec, Settings
+from ..text import format_duration
+from .claims import Claim, Denial, LedgerView
+from .core import DEFAULT_LEASE_SECONDS, QueryBudget, default_margin
+from .fallback import FallbackLedger, fallback_warning
+from .ledger import Ledger, MemoryLedger, this_holder
+from .redis_ledger import RedisLedger, mask_url, redis_errors
+from .sqlite_ledger import SqliteLedger, default_ledger_path, project_hash
+from .status import BudgetStatus, render_status
+
+__all__ = [
+    "DEFAULT_LEASE_SECONDS",
+    "BudgetStatus",
+    "Claim",
+    "Denial",
+    "FallbackLedger",
+    "Ledger",
+    "LedgerView",
+    "MemoryLedger",
+    "QueryBudget",
+    "QueryBudgetSpec",
+    "RedisLedger",
+    "SqliteLedger",
+    "counts_in_window",
+    "default_ledger_path",
+    "default_margin",
+    "format_duration",
+    "lease_seconds",
+    "ledger_for",
+    "machine_ledger",
+    "mask_url",
+    "render_status",
+    "shared_budget",
+    "this_holder",
+]
+
+
+def lease_seconds(settings: Settings) -> float:
+    """How long a claim outlives a holder that never finishes it: one request's every timeout.
+
+    A live request cannot hold its slot longer than connecting plus reading allow, so past that
+    the holder has died (or hung) and its slot is free again.
+    """
+    return settings.connect_timeout + settings.read_timeout + 1.0
+
+
+def counts_in_window(settings: Settings, page: int) -> bool:
+    """Whether a request for ``page`` counts in the hourly window: the ``counted`` argument of
+    `QueryBudget.acquire`. With ``count_pages="first"`` only page 0 of a session counts (Mixpanel
+    support has said later pages do not; unverified, so "all" is the default)."""
+    return getattr(settings, "count_pages", "all") != "first" or page == 0
+
+
+def machine_ledger(path: Path) -> Ledger:
+    """The machine's SQLite ledger at ``path``; this process's memory if the file cannot be used."""
+    errors = (OSError, sqlite3.Error)
+    try:
+        ledger = SqliteLedger(path)
+    except errors as error:
+        memory = MemoryLedger()
+        fallback_warning(f"the budget file {path} cannot be opened", error, memory)
+        return memory
+    return FallbackLedger(ledger, MemoryLedger, errors, f"the budget file {path} failed")
+
+
+def ledger_for(settings: Settings) -> Ledger:
+    """The ledger ``settings`` call for: the team's Redis if ``budget_url`` is set, else the
+    machine's SQLite file for the project (each falling back as `FallbackLedger` says)."""
+    base_url, project = settings.budget_key
+    path = default_ledger_path(base_url, project)
+    url = getattr(settings, "budget_url", None)
+    if url:
+        team = RedisLedger(url, project_hash(base_url, project))
+        unreachable = f"the team query budget at {team.location} is unreachable"
+        return FallbackLedger(team, lambda: machine_ledger(path), redis_errors(), unreachable)
+    return machine_ledger(path)
+
+
+_registry: dict[tuple[str, int, str], QueryBudget] = {}
+_registry_lock = threading.Lock()
+
+
+def shared_budget(settings: Settings, *, memory: bool = False) -> QueryBudget:
+    """The one budget for ``settings.budget_key`` (server and project) in this process.
+
+    If the settings name different limits than the registered budget has, the new limits win
+    (the user just said so) and the sends already recorded keep counting. ``memory=True`` asks
+    for a budget this process keeps to itself (tests, or a deliberate private allowance).
+    """
+    base_url, project = settings.budget_key
+    url = getattr(settings, "budget_url", None)
+    kind = "memory" if memory else (url or "machine")
+    key = (base_url, project, kind)
+    with _registry_lock:
+        budget = _registry.get(key)
+        if budget is None:
+            ledger: Ledger = MemoryLedger() if memory else ledger_for(settings)
+            budget = QueryBudget(
+                settings.query_budget, ledger=ledger, lease=lease_seconds(settings)
+            )
+            _registry[key] = budget
+        elif budget.spec != settings.query_budget:
+            budget.set_spec(settings.query_budget)
+        return budget
