@@ -20,6 +20,7 @@ needs them, so an invalid command line is refused quickly and before any workspa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import traceback
@@ -225,6 +226,16 @@ def build_parser() -> SpecParser:
     )
     _add_common(tables, formats=("table", "json"), default_format="table")
     tables.set_defaults(handler=_cmd_tables)
+
+    budget = commands.add_parser(
+        "budget",
+        help="Show the project's query budget.",
+        description="Show the project's query budget as every process sharing it sees it: "
+        "queries used and left in the window, in flight and by whom, when the next slot frees, "
+        "and the ledger in use (a file, or the team's Redis).",
+    )
+    _add_common(budget, formats=("table", "json"), default_format="table")
+    budget.set_defaults(handler=_cmd_budget)
 
     export = commands.add_parser(
         "export",
@@ -479,9 +490,10 @@ def _cmd_tables(ns: argparse.Namespace) -> int:
     if ns.format == "json":
         _out(_json(rows, indent=True))
     elif not rows:
-        _say("no tables yet; fetch some with: mp fetch profiles")
+        _say(f"no tables yet in {db}; fetch some with: mp fetch profiles")
     else:
         _out(_columns(rows))
+        _out(f"(workspace: {db})")
     return EXIT_OK
 
 
@@ -524,6 +536,20 @@ def _cell(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat(timespec="seconds").replace("+00:00", "Z")
     return _human(value)
+
+
+def _cmd_budget(ns: argparse.Namespace) -> int:
+    from .budget import render_status
+
+    with _interrupts("interrupted"), _workspace(None) as ws:
+        status = ws.budget_status()
+    if ns.format == "json":
+        data = dataclasses.asdict(status)
+        data["spec"] = str(status.spec)
+        _out(_json(data, indent=True))
+    else:
+        _out(render_status(status))
+    return EXIT_OK
 
 
 def _cmd_export(ns: argparse.Namespace) -> int:
@@ -580,7 +606,7 @@ def _db_path(ns: argparse.Namespace, *, must_exist: bool) -> Path:
 
 
 @contextmanager
-def _workspace(path: Path) -> Iterator[Workspace]:
+def _workspace(path: Path | None) -> Iterator[Workspace]:
     from .workspace import Workspace
 
     ws = Workspace(path=path)

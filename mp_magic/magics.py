@@ -68,7 +68,7 @@ __all__ = [
     "unload_ipython_extension",
 ]
 
-LINE_MAGICS = ("mp_profiles", "mp_sql", "mp_export", "mp_tables", "mp_form")
+LINE_MAGICS = ("mp_profiles", "mp_sql", "mp_export", "mp_tables", "mp_budget", "mp_form")
 CELL_MAGICS = ("mp_profiles", "mp_sql")
 EMULATOR_SOURCE = "source: built-in emulator (no credentials configured)"
 
@@ -614,6 +614,7 @@ class MpMagic(Magics):
 
         ws = self.workspace()
         names = ws.tables()
+        print(f"workspace: {ws.location}")
         if not names:
             print("no tables yet; fetch some with %mp_profiles")
             return None
@@ -634,6 +635,20 @@ class MpMagic(Magics):
             )
             rows.append(row)
         return literal_dollars(pd.DataFrame(rows))
+
+    @line_magic
+    def mp_budget(self, line: str = "") -> None:
+        """The project's query budget: used and left in the window, in flight and by whom, when
+        the next slot frees, and the ledger every process shares."""
+        from .budget import render_status
+
+        if line.strip():
+            raise UsageError("%mp_budget: takes no arguments")
+        ws = self.workspace()
+        try:
+            print(render_status(ws.budget_status()))
+        except MpMagicError as exc:
+            raise UsageError(_error_line(exc)) from None
 
     @line_magic
     def mp_form(self, line: str = "") -> None:

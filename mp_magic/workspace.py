@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .budget import shared_budget
 from .client import MixpanelAPIClient
 from .config import Credentials, QueryBudgetSpec, Secret, Settings
 from .display import literal_dollars
@@ -28,9 +29,12 @@ from .types import (
     ProgressReporter,
     TableMetadata,
 )
+from .urls import mask_url
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from .budget import BudgetStatus
 
 DEFAULT_EMULATOR_OPTIONS: dict[str, Any] = {"profiles": 5000, "seed": 7, "page_size": 1000}
 """The demo dataset: five pages of realistic profiles, the same on every machine."""
@@ -95,8 +99,21 @@ class Workspace:
             return f"built-in emulator{where} (no credentials configured)"
         creds = self._settings.credentials
         assert creds is not None
-        host = self._settings.api_url or f"Mixpanel {self._settings.region.upper()}"
-        return f"{host}, project {creds.project_id}"
+        api_url = self._settings.api_url
+        host = mask_url(api_url) if api_url else f"Mixpanel {self._settings.region.upper()}"
+        route = f", {self._client.route}" if self._client is not None else ""
+        return f"{host}, project {creds.project_id}{route}"
+
+    @property
+    def location(self) -> str:
+        """Where the tables live: the DuckDB file, or memory (gone when the process ends)."""
+        if self._path is None:
+            return "in memory (the tables go when this process ends)"
+        return str(self._path)
+
+    def budget_status(self) -> BudgetStatus:
+        """The project's query budget as every process sharing it sees it (see `render_status`)."""
+        return self.client.budget.status()
 
     @property
     def settings(self) -> Settings:
@@ -116,9 +133,12 @@ class Workspace:
         with self._lock:
             if self._client is None:
                 settings = self._settings
+                budget = None
                 if self.using_emulator:
                     settings = self._start_emulator(settings)
-                self._client = MixpanelAPIClient(settings)
+                    # a private emulator on a fresh port: no other process can share its budget
+                    budget = shared_budget(settings, memory=True)
+                self._client = MixpanelAPIClient(settings, budget=budget)
                 # a Workspace nobody closes (a script, a kernel that just exits) still closes its
                 # connections and emulator at exit: no "ResourceWarning: unclosed socket"
                 weakref.finalize(self, _release, self._client, self._emulator)

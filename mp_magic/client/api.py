@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ..budget import QueryBudget, shared_budget
+from ..budget import QueryBudget, counts_in_window, shared_budget
 from ..config import Settings
 from ..exceptions import (
     ConfigurationError,
@@ -342,6 +342,7 @@ class MixpanelAPIClient:
             on_wait=on_wait,
             cancel=cancel,
             max_rate_limit_waits=self.max_rate_limit_waits,
+            counted=counts_in_window(self._settings, page),
         )
 
     def _attempt(

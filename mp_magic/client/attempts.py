@@ -36,6 +36,7 @@ def run_attempts(
     on_wait: OnWait | None,
     cancel: threading.Event | None,
     max_rate_limit_waits: int,
+    counted: bool = True,
 ) -> T:
     """``attempt()`` under a budget slot until it returns; 429s do not use up attempts, but at
     most ``max_rate_limit_waits`` of them are waited out."""
@@ -65,10 +66,13 @@ def run_attempts(
         if cancel is not None and cancel.is_set():
             raise FetchCancelledError(f"page {page}: cancelled")
         try:
-            with budget.acquire(cancel=cancel, on_wait=report):
+            with budget.acquire(cancel=cancel, on_wait=report, counted=counted):
                 return attempt()
         except RateLimited as limited:
             error = limited.error
+            usage = errors.hourly_usage(error.message)
+            if usage is not None:  # queries other tools spent: every process paces by them
+                budget.record_server_usage(*usage)
             rate_waits += 1
             if rate_waits > max_rate_limit_waits:
                 raise RateLimitError(

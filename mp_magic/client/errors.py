@@ -158,6 +158,12 @@ def about_session(message: str) -> bool:
     return "session" in lowered and any(word in lowered for word in _SESSION_WORDS)
 
 
+def hourly_usage(message: str) -> tuple[int, int] | None:
+    """(queries used, hourly limit) when a 429 says ``N/60 queries running in the last hour``."""
+    match = _HOURLY_RE.search(message)
+    return None if match is None else (int(match.group(1)), int(match.group(2)))
+
+
 def rate_limit_kind(message: str, retry_after: float | None) -> RateLimitKind:
     """Which limit a 429 is about, from the API's message (Retry-After as a fallback hint)."""
     hourly = _HOURLY_RE.search(message)
