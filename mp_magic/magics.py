@@ -18,6 +18,7 @@ import inspect
 import keyword
 import re
 import shlex
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -72,7 +73,7 @@ LINE_MAGICS = ("mp_profiles", "mp_sql", "mp_export", "mp_tables", "mp_budget", "
 CELL_MAGICS = ("mp_profiles", "mp_sql")
 EMULATOR_SOURCE = "source: built-in emulator (no credentials configured)"
 
-CELL_BODY_HELP = """\
+_CELL_BODY_TEMPLATE = """\
 Cell body (%%mp_profiles): one Engage parameter per line, written `name: value`.
 
     %%mp_profiles pro_users --parallel
@@ -92,9 +93,7 @@ Cell body (%%mp_profiles): one Engage parameter per line, written `name: value`.
       ]
     where: behaviors["bought"] > 0
 
-  name    a parameter name, dashes or underscores alike (as-of-timestamp = as_of_timestamp; a
-          leading -- is allowed): where, cohort_id, output_properties, distinct_id, distinct_ids,
-          group_id, behaviors, as_of_timestamp, include_all_users.
+<NAME>
   value   the rest of the line. Indented lines below continue it; a line starting with ] } or )
           may also sit at the left margin, so JSON can close its brackets there.
           where and other text values: continuation lines are joined with a space.
@@ -110,6 +109,16 @@ Cell body (%%mp_profiles): one Engage parameter per line, written `name: value`.
 Options that are not Engage parameters (--parallel, --workers, --table, --append, --resume, ...)
 stay on the magic line. A parameter goes either on the line or in the body, not both.
 """
+CELL_BODY_HELP = _CELL_BODY_TEMPLATE.replace(
+    "<NAME>",
+    textwrap.fill(  # the names come from the declaration, so a new parameter is listed at once
+        "a parameter name, dashes or underscores alike (as-of-timestamp = as_of_timestamp; a "
+        f"leading -- is allowed): {', '.join(parameter_names())}.",
+        width=98,
+        initial_indent="  name    ",
+        subsequent_indent=" " * 10,
+    ),
+)
 
 
 # -- the argument spec ---------------------------------------------------------------------------

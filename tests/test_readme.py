@@ -238,3 +238,32 @@ def test_demo_help_prints_help_and_fetches_nothing(tmp_path: Path) -> None:
     assert done.stdout.startswith("usage: python -m mp_magic")
     assert "--db FILE" in done.stdout and "Next:" in done.stdout
     assert "source:" not in done.stdout and "fetching" not in done.stderr
+
+
+def _table_after(heading: str) -> str:
+    """The first Markdown table after a line containing ``heading``."""
+    text = README.read_text()
+    lines = text[text.index(heading) :].splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[first:end])
+
+
+def test_the_option_table_lists_every_declared_option() -> None:
+    """The magic's option table names every Engage parameter and fetch option it declares."""
+    from mp_magic.query import engage_params
+    from mp_magic.request import fetch_options
+
+    table = _table_after("`%mp_profiles [DEST] [options]`")
+    flags = [spec.flag for _, spec in engage_params()]
+    flags += [spec.flag for _, spec in fetch_options() if spec.flag]
+    missing = [flag for flag in flags if f"`{flag}" not in table]
+    assert missing == []
+
+
+def test_the_settings_table_lists_every_declared_setting() -> None:
+    from mp_magic.config import setting_specs
+
+    table = _table_after("| setting | environment | config file key |")
+    missing = [spec.env for _, spec in setting_specs() if f"`{spec.env}" not in table]
+    assert missing == []
