@@ -29,6 +29,10 @@ MAX_WORKERS = 5
 
 DEFAULT_TABLE = "profiles"
 
+MAX_PAGE_SIZE = 10_000
+"""The largest page mp_magic asks for: the documented maximum of Engage's page_size (a public
+mirror of Mixpanel's reference); a server may serve less, and its answer is what counts."""
+
 FetchMode = Literal["create", "append", "replace", "resume"]
 OptionKind = Literal["flag", "int", "name", "hook"]
 
@@ -82,6 +86,14 @@ class FetchRequest:
         metavar="N",
         help=f"Pages in flight (implies --parallel; default {MAX_WORKERS}; more are capped at "
         f"{MAX_WORKERS}, the API's limit, with a notice).",
+    )
+    page_size: int | None = _option(
+        None,
+        kind="int",
+        flag="--page-size",
+        metavar="N",
+        help=f"Profiles per page to ask for, at most {MAX_PAGE_SIZE:,} (default: the page_size "
+        "setting). Each page is one query of the hourly budget; the server's answer decides.",
     )
     append: bool = _option(False, kind="flag", flag="--append", help="Add to an existing table.")
     replace: bool = _option(
@@ -147,6 +159,14 @@ class FetchRequest:
         if self.parallel is not None:
             _require_bool("parallel", self.parallel)
         _require_int("batch_size", self.batch_size, minimum=1)
+        if self.page_size is not None:
+            _require_int("page_size", self.page_size, minimum=1)
+            if self.page_size > MAX_PAGE_SIZE:
+                raise QueryValidationError(
+                    "page_size",
+                    f"{self.page_size:,} is more than the {MAX_PAGE_SIZE:,} the API serves at most; "
+                    f"ask for {MAX_PAGE_SIZE:,} or less",
+                )
         if self.max_workers is not None:
             _require_int("max_workers", self.max_workers, minimum=1)
             if self.parallel is False:
@@ -174,6 +194,12 @@ class FetchRequest:
         if len(chosen) > 1:
             raise QueryValidationError(
                 chosen[-1], f"cannot be combined with `{chosen[0]}`; choose one of them"
+            )
+        if self.resume and self.page_size is not None:
+            raise QueryValidationError(
+                "page_size",
+                "`resume` continues with the page size the fetch was planned with; drop "
+                "`page_size`",
             )
         if self.resume and self.query.to_dict():
             first = next(iter(self.query.to_dict()))

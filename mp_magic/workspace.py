@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     from .budget import BudgetStatus
 
 DEFAULT_EMULATOR_OPTIONS: dict[str, Any] = {"profiles": 5000, "seed": 7, "page_size": 1000}
-"""The demo dataset: five pages of realistic profiles, the same on every machine."""
+"""The demo dataset: five pages of realistic profiles, the same on every machine. Like a server
+that ignores the asked page size, it serves 1,000 a page; `emulator={"honor_page_size_param":
+True}` makes it honour the request (up to its ``max_page_size``)."""
 
 
 class Workspace:
@@ -153,7 +155,12 @@ class Workspace:
         from .emulator import EmulatorConfig, EngageEmulator
 
         budget = settings.query_budget
-        options = {"hourly_limit": (budget.queries, budget.seconds), **self._emulator_options}
+        # the built-in emulator is the project these settings describe: its limits, its counting
+        options = {
+            "hourly_limit": (budget.queries, budget.seconds),
+            "count_pages": settings.count_pages,
+            **self._emulator_options,
+        }
         self._emulator = EngageEmulator(EmulatorConfig(**options))
         self._emulator.start()
         return settings.with_overrides(

@@ -87,7 +87,7 @@ def make_workspace(workspace_defaults: dict[str, Any]) -> Iterator[Callable[...,
         **emulator: Any,
     ) -> Workspace:
         settings = dict(workspace_defaults)
-        for name in ("read_timeout",):  # settings, not emulator options
+        for name in ("read_timeout", "count_pages"):  # settings, not emulator options
             if name in emulator:
                 settings[name] = emulator.pop(name)
         ws = Workspace(

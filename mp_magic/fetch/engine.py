@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 
+from ..budget import counts_in_window
 from ..client import CancelEvent, MixpanelAPIClient
 from ..exceptions import (
     APIError,
@@ -85,7 +86,7 @@ class FetchEngine:
         self._tally = self._pump.tally
         self._session_id: str | None = None
         self._session_no = 0
-        self._page_size = 1000
+        self._page_size = 1000  # what the server serves: page 0's answer, or the stored plan
         self._query = request.query
         self._parallel = request.is_parallel
         self._budget_stop = CancelEvent()  # --no-wait: the hourly budget would pause us
@@ -177,7 +178,14 @@ class FetchEngine:
 
     def _fetch_first_page(self) -> list[int]:
         """Page 0 of a new session: it carries total, page_size and session_id."""
-        head, body = self._request_page(0, session_id=None)
+        explicit = self._request.page_size  # None: the page_size setting's default
+        asked = explicit or self._client.settings.page_size
+        head, body = self._request_page(0, session_id=None, page_size=asked)
+        if explicit is not None and head.page_size != asked and head.count >= head.page_size:
+            self._pump.notice(
+                f"asked for pages of {asked:,} profiles; the server serves {head.page_size:,}, "
+                "so the fetch is planned with its size."
+            )
         self._page_size = head.page_size
         self._session_id = head.session_id
         total_profiles = head.total if head.total is not None else head.count
@@ -200,7 +208,9 @@ class FetchEngine:
         """Tell the reporter the plan, and say so BEFORE starting if the budget cannot cover it."""
         budget = self._client.budget
         left = budget.remaining()
-        estimate = budget.estimate_seconds(len(pending)) if pending else 0.0
+        # what the hourly window will count: every page, or (count_pages=first) none after page 0
+        counted = [p for p in pending if counts_in_window(self._client.settings, p)]
+        estimate = budget.estimate_seconds(len(counted)) if counted else 0.0
         plan = FetchPlan(
             table=self._request.table,
             total_profiles=self._tally.expected_rows,
@@ -212,10 +222,10 @@ class FetchEngine:
         )
         if self._request.reporter is not None:
             self._request.reporter.start(plan)
-        if len(pending) > left:
+        if len(counted) > left:
             spec = budget.spec
             self._pump.notice(
-                f"{len(pending)} more pages need {len(pending)} queries but {left} of the "
+                f"{len(pending)} more pages need {len(counted)} queries but {left} of the "
                 f"{spec.queries} per {format_duration(spec.seconds)} are left: "
                 + (
                     f"the fetch will pace itself and take about {format_duration(estimate)}. "
@@ -269,6 +279,13 @@ class FetchEngine:
 
     def _renew_session(self) -> None:
         head, body = self._request_page(0, session_id=None)
+        if head.page_size != self._page_size:
+            # Page k of the new session would not hold page k's profiles: stop rather than skip.
+            raise APIError(
+                f"the new Engage session serves pages of {head.page_size:,} profiles, but the "
+                f"fetch was planned with pages of {self._page_size:,}; fetch the table again",
+                page=0,
+            )
         self._session_id = head.session_id
         batch = self._transform(Fetched(0, self._session_no, body))
         self._storage.write_pages(self._request.table, [batch])
@@ -366,13 +383,18 @@ class FetchEngine:
             fetched.page_index, body=fetched.body, session=fetched.session
         )
 
-    def _request_page(self, page: int, *, session_id: str | None) -> tuple[PageHead, bytes]:
+    def _request_page(
+        self, page: int, *, session_id: str | None, page_size: int | None = None
+    ) -> tuple[PageHead, bytes]:
+        """One page; every request asks for the size the fetch is planned with (page 0 of a new
+        fetch asks for the requested size), so a renewed session pages the same way."""
         return self._client.query_engage_page_with_body(
             page,
             session_id=session_id,
             query=self._query,
             on_wait=self._on_wait,
             cancel=self._request_cancel,
+            page_size=page_size or self._page_size,
         )
 
     def _check_caller_cancel(self) -> None:
