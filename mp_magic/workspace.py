@@ -7,6 +7,8 @@ emulator on loopback, started lazily so importing mp_magic never opens a socket.
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
@@ -330,12 +332,53 @@ _default: Workspace | None = None
 _default_lock = threading.Lock()
 
 
+def notebook_identity() -> str | None:
+    """The path of the notebook this kernel runs, as Jupyter reports it, or None (a terminal
+    IPython, a script). jupyter_server sets ``JPY_SESSION_NAME`` for each kernel it starts;
+    ipykernel also puts it in the user namespace as ``__session__``."""
+    name = os.environ.get("JPY_SESSION_NAME")
+    if not name:
+        try:
+            from IPython import get_ipython
+        except ImportError:  # pragma: no cover - IPython is a dependency
+            return None
+        shell = get_ipython()
+        value = shell.user_ns.get("__session__") if shell is not None else None
+        name = value if isinstance(value, str) else None
+    return name.strip() or None if name else None
+
+
+def notebook_workspace_path(identity: str) -> Path:
+    """The DuckDB file that keeps one notebook's tables across kernel restarts.
+
+    Under the user data directory (XDG_DATA_HOME respected), never beside the notebook, where it
+    would be committed by accident; named by the notebook's stem and a hash of its full path, so
+    two ``analysis.ipynb`` in different folders keep different tables.
+    """
+    import hashlib
+
+    import platformdirs
+
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(identity).stem)[:40] or "notebook"
+    return Path(platformdirs.user_data_dir("mp_magic")) / "notebooks" / f"{stem}-{digest}.duckdb"
+
+
 def default_workspace() -> Workspace:
-    """The kernel's Workspace, shared by the magics and the form (created on first use)."""
+    """The kernel's Workspace, shared by the magics and the form (created on first use).
+
+    In a notebook it keeps its tables in the notebook's own file (`notebook_workspace_path`), so a
+    restarted kernel finds them; elsewhere it is in memory.
+    """
     global _default
     with _default_lock:
         if _default is None:
-            _default = Workspace()
+            identity = notebook_identity()
+            path = None
+            if identity is not None:
+                path = notebook_workspace_path(identity)
+                path.parent.mkdir(parents=True, exist_ok=True)
+            _default = Workspace(path)
         return _default
 
 

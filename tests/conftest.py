@@ -21,6 +21,10 @@ def _isolated_environment(
     monkeypatch.setenv("MP_CONFIG_FILE", str(missing))
     # The query budget's ledger file lives in the user state directory: never the user's own.
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+    # A notebook's tables live in the user data directory: never the user's own either, and no
+    # test inherits a notebook identity from the shell that started pytest.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("data")))
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     yield
 
 
