@@ -106,9 +106,9 @@ def fetch_option_values(
         if not spec.flag or name == "table" or not hasattr(namespace, name):
             continue
         value = getattr(namespace, name)
-        if spec.kind == "int" and value is not None:
+        if spec.kind in ("int", "duration") and value is not None:
             value = substitute(value)
-            if isinstance(value, str):
+            if spec.kind == "int" and isinstance(value, str):
                 text = value.strip()
                 if not re.fullmatch(r"[+-]?\d+", text):
                     raise QueryValidationError(name, f"takes a whole number, got {value!r}")

@@ -16,10 +16,9 @@ import difflib
 import ipaddress
 import math
 import os
-import re
 import stat
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,26 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from .exceptions import ConfigurationError
+from .setting_values import (
+    DEFAULT_MAX_AGE,
+    DEFAULT_PAGE_SIZE,
+    REGION_HOSTS,
+    Convert,
+    _backoff,
+    _boolean,
+    _budget_url,
+    _count_pages,
+    _duration,
+    _memory,
+    _page_size,
+    _positive_int,
+    _region,
+    _text,
+    _timeout,
+    _url,
+)
 from .urls import mask_url
 
-REGION_HOSTS: dict[str, str] = {
-    "us": "https://mixpanel.com",
-    "eu": "https://eu.mixpanel.com",
-    "in": "https://in.mixpanel.com",
-}
 ENGAGE_PATH = "/api/query/engage"
 DEFAULT_CONCURRENT_QUERIES = 5
 
@@ -116,137 +128,13 @@ class QueryBudgetSpec:
         return f"{self.queries}/{self.seconds:g}"
 
 
-# -- how raw values become settings ---------------------------------------------------------------
-
-Convert = Callable[[str, Any], Any]
-"""(the name to blame, a raw value) → the setting's value, or a ConfigurationError."""
-
-
-def _text(blame: str, raw: Any) -> str:
-    if not isinstance(raw, str):
-        raise ConfigurationError(blame, f"expected text, got {type(raw).__name__} {raw!r}")
-    if raw != raw.strip():
-        raise ConfigurationError(blame, f"{raw!r} has leading or trailing spaces; remove them")
-    if not raw:
-        raise ConfigurationError(blame, "is empty; give a value or unset it")
-    return raw
-
-
-def _whole(blame: str, raw: Any, *, minimum: int) -> int:
-    if isinstance(raw, str) and re.fullmatch(r"[+-]?\d+", raw.strip()):
-        raw = int(raw.strip())
-    if isinstance(raw, bool) or not isinstance(raw, int):
-        raise ConfigurationError(blame, f"{raw!r} is not a whole number")
-    if raw < minimum:
-        raise ConfigurationError(blame, f"must be at least {minimum}, got {raw}")
-    return raw
-
-
-def _positive_int(blame: str, raw: Any) -> int:
-    return _whole(blame, raw, minimum=1)
-
-
-def _seconds(blame: str, raw: Any, *, allow_zero: bool) -> float:
-    value: object = raw
-    if isinstance(raw, str):
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ConfigurationError(blame, f"{raw!r} is not a number of seconds") from None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(blame, f"{raw!r} is not a number of seconds")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        least = "0 or more" if allow_zero else "more than 0"
-        raise ConfigurationError(blame, f"{raw!r}: give a finite number of seconds, {least}")
-    return value
-
-
-def _timeout(blame: str, raw: Any) -> float:
-    return _seconds(blame, raw, allow_zero=False)
-
-
-def _backoff(blame: str, raw: Any) -> float:
-    return _seconds(blame, raw, allow_zero=True)
-
-
-def _region(blame: str, raw: Any) -> str:
-    value = _text(blame, raw).lower()
-    if value not in REGION_HOSTS:
-        raise ConfigurationError(
-            blame, f"{raw!r} is not a region; use one of {', '.join(REGION_HOSTS)}"
-        )
-    return value
+# -- how raw values become settings (the rest are in setting_values) ----------------------------
 
 
 def _budget(blame: str, raw: Any) -> QueryBudgetSpec:
     if isinstance(raw, QueryBudgetSpec):
         return raw
     return QueryBudgetSpec.parse(_text(blame, raw), setting=blame)
-
-
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
-
-
-def _boolean(blame: str, raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
-        return raw.strip().lower() in _TRUE
-    raise ConfigurationError(blame, f"{raw!r} is not true or false (1/0, yes/no also work)")
-
-
-_MEMORY = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|B)", re.IGNORECASE)
-
-
-def _memory(blame: str, raw: Any) -> str:
-    value = _text(blame, raw)
-    if not _MEMORY.fullmatch(value):
-        raise ConfigurationError(blame, f"{raw!r} is not a size; write it like 512MB or 4GiB")
-    return value
-
-
-def _url(blame: str, raw: Any) -> str:
-    value = _text(blame, raw)
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        raise ConfigurationError(blame, f"{mask_url(value)!r} is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(
-            blame, f"{mask_url(value)!r} is not an http(s) URL like https://mixpanel.com"
-        )
-    return value
-
-
-def _budget_url(blame: str, raw: Any) -> str:
-    value = _text(blame, raw)
-    if urlsplit(value).scheme not in ("redis", "rediss"):
-        raise ConfigurationError(
-            blame,
-            f"{mask_url(value)!r} is not a redis:// or rediss:// URL like redis://host:6379/0",
-        )
-    return value
-
-
-DEFAULT_PAGE_SIZE = 5000
-"""Profiles per page asked for by default: 5x fewer queries of the hourly budget than the API's
-own 1,000, at about 10 MB a page (see the README's trade-off; the server may serve fewer)."""
-
-
-def _page_size(blame: str, raw: Any) -> int:
-    value = _whole(blame, raw, minimum=1)
-    if value > 10_000:
-        raise ConfigurationError(blame, f"{value:,} is more than 10,000, the most the API serves")
-    return value
-
-
-def _count_pages(blame: str, raw: Any) -> str:
-    value = _text(blame, raw).lower()
-    if value not in ("all", "first"):
-        raise ConfigurationError(blame, f"{raw!r} is not all or first; use one of them")
-    return value
 
 
 # -- the declaration ------------------------------------------------------------------------------
@@ -334,6 +222,12 @@ class Settings:
         env="MP_PAGE_SIZE",
         convert=_page_size,
         help="profiles per page to ask for (each page is one query)",
+    )
+    max_age: float = _setting(
+        DEFAULT_MAX_AGE,
+        env="MP_MAX_AGE",
+        convert=_duration,
+        help="how old a table fetched with the same query may be to be reused (0: always fetch)",
     )
     count_pages: str = _setting(
         "all",

@@ -14,10 +14,12 @@ import dataclasses
 import difflib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from .exceptions import QueryValidationError
 from .query import EngageQuery, engage_params, parameter_names
+from .text import seconds_of
 
 if TYPE_CHECKING:
     import threading
@@ -29,12 +31,15 @@ MAX_WORKERS = 5
 
 DEFAULT_TABLE = "profiles"
 
+DEFAULT_LOOKBACK = 24 * 3600.0
+"""An update looks a day before the last fetch: profile clocks and project time zones drift."""
+
 MAX_PAGE_SIZE = 10_000
 """The largest page mp_magic asks for: the documented maximum of Engage's page_size (a public
 mirror of Mixpanel's reference); a server may serve less, and its answer is what counts."""
 
 FetchMode = Literal["create", "append", "replace", "resume"]
-OptionKind = Literal["flag", "int", "name", "hook"]
+OptionKind = Literal["flag", "int", "duration", "name", "hook"]
 
 
 class OptionTypeError(QueryValidationError, TypeError):
@@ -95,6 +100,30 @@ class FetchRequest:
         help=f"Profiles per page to ask for, at most {MAX_PAGE_SIZE:,} (default: the page_size "
         "setting). Each page is one query of the hourly budget; the server's answer decides.",
     )
+    max_age: float | None = _option(
+        None,
+        kind="duration",
+        flag="--max-age",
+        metavar="AGE",
+        help="Answer from the table, spending no query, when it is complete, was fetched with the "
+        "same query and is younger than AGE (e.g. 24h, 30m, 0 to always fetch; default: the "
+        "max_age setting, 24h).",
+    )
+    update: bool = _option(
+        False,
+        kind="flag",
+        flag="--update",
+        help="Fetch only the profiles of the table's own query seen since its last fetch (less "
+        "the lookback), and merge them in by distinct_id.",
+    )
+    lookback: float = _option(
+        DEFAULT_LOOKBACK,
+        kind="duration",
+        flag="--lookback",
+        metavar="AGE",
+        help="With --update: how far before the last fetch to look again, for clock and "
+        "project-timezone skew (default 24h).",
+    )
     append: bool = _option(False, kind="flag", flag="--append", help="Add to an existing table.")
     replace: bool = _option(
         False,
@@ -154,7 +183,10 @@ class FetchRequest:
             raise OptionTypeError(
                 "query", f"expected an EngageQuery, got {type(self.query).__name__}"
             )
-        for name in ("append", "replace", "resume", "wait_for_budget"):
+        if self.max_age is not None:
+            object.__setattr__(self, "max_age", parse_duration("max_age", self.max_age))
+        object.__setattr__(self, "lookback", parse_duration("lookback", self.lookback))
+        for name in ("append", "replace", "resume", "update", "wait_for_budget"):
             _require_bool(name, getattr(self, name))
         if self.parallel is not None:
             _require_bool("parallel", self.parallel)
@@ -190,7 +222,7 @@ class FetchRequest:
             raise OptionTypeError(
                 "cancel", f"expected a threading.Event, got {type(self.cancel).__name__}"
             )
-        chosen = [name for name in ("append", "replace", "resume") if getattr(self, name)]
+        chosen = [name for name in ("append", "replace", "resume", "update") if getattr(self, name)]
         if len(chosen) > 1:
             raise QueryValidationError(
                 chosen[-1], f"cannot be combined with `{chosen[0]}`; choose one of them"
@@ -201,12 +233,17 @@ class FetchRequest:
                 "`resume` continues with the page size the fetch was planned with; drop "
                 "`page_size`",
             )
-        if self.resume and self.query.to_dict():
-            first = next(iter(self.query.to_dict()))
+        for mode in ("resume", "update"):
+            if getattr(self, mode) and self.query.to_dict():
+                first = next(iter(self.query.to_dict()))
+                raise QueryValidationError(
+                    first,
+                    f"`{mode}` continues the table's stored query, so it takes no query "
+                    f"parameters; drop `{first}` (or fetch anew with `replace`)",
+                )
+        if self.lookback != DEFAULT_LOOKBACK and not self.update:
             raise QueryValidationError(
-                first,
-                "`resume` continues the table's stored query, so it takes no query parameters; "
-                f"drop `{first}` (or fetch anew with `replace`)",
+                "lookback", "only applies to an update; add `update` or drop `lookback`"
             )
 
     # -- construction -------------------------------------------------------------------------
@@ -240,6 +277,8 @@ class FetchRequest:
     def mode(self) -> FetchMode:
         if self.resume:
             return "resume"
+        if self.update:
+            return "append"  # the update's profiles are merged into the table by distinct_id
         if self.append:
             return "append"
         return "replace" if self.replace else "create"
@@ -296,6 +335,16 @@ def flag_for(name: str) -> str:
 def defaults() -> Mapping[str, Any]:
     """Each option's default, as declared."""
     return {f.name: f.default for f in dataclasses.fields(FetchRequest) if "fetch" in f.metadata}
+
+
+def parse_duration(name: str, raw: Any) -> float:
+    """Seconds from ``3600``, ``timedelta(hours=1)``, ``"1h"``, ``"90m"``, ``"1h30m"`` or ``"0"``."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str | timedelta):
+        raise OptionTypeError(name, f"expected seconds or a duration like 24h, got {raw!r}")
+    try:
+        return seconds_of(raw)
+    except ValueError as exc:
+        raise QueryValidationError(name, str(exc)) from None
 
 
 def _require_bool(name: str, value: Any) -> None:

@@ -7,6 +7,8 @@ two copies of `format_duration` once rounded it differently ("2 min 6 s" and "2 
 from __future__ import annotations
 
 import math
+import re
+from datetime import timedelta
 
 
 def format_duration(seconds: float) -> str:
@@ -36,3 +38,33 @@ def plural(count: int, word: str) -> str:
 def one_line(value: object) -> str:
     """Messages are one line by contract; a stray newline from below must not break that."""
     return " ".join(str(value).split())
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])", re.IGNORECASE)
+_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def seconds_of(raw: float | str | timedelta) -> float:
+    """``3600``, ``timedelta(hours=1)``, ``"1h"``, ``"90m"``, ``"1h30m"``, ``"0"`` → seconds.
+
+    One rule for every duration a user writes (``--max-age``, ``MP_MAX_AGE``, ``--lookback``);
+    raises ValueError with the sentence to show.
+    """
+    value: float
+    if isinstance(raw, timedelta):
+        value = raw.total_seconds()
+    elif isinstance(raw, str):
+        text = raw.strip().lower()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            value = float(text)
+        elif text and not _DURATION_PART.sub("", text).strip():
+            value = sum(
+                float(n) * _UNIT_SECONDS[u.lower()] for n, u in _DURATION_PART.findall(text)
+            )
+        else:
+            raise ValueError(f"{raw!r} is not a duration; write it like 24h, 30m, 90s or 0")
+    else:
+        value = float(raw)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"must be 0 or more seconds, got {raw!r}")
+    return value
