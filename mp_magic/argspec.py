@@ -89,7 +89,11 @@ def add_fetch_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, ...
             group.add_argument(*flags, dest=name, action=action, default=default, help=spec.help)
         else:  # text here; `fetch_option_values` converts it, after any {name} substitution
             group.add_argument(
-                *flags, dest=name, default=None, metavar=spec.metavar, help=spec.help
+                *flags,
+                dest=name,
+                default=request_defaults()[name],
+                metavar=spec.metavar,
+                help=spec.help,
             )
 
 
