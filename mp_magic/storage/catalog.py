@@ -88,6 +88,17 @@ def table_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
     )
 
 
+def table_name(conn: duckdb.DuckDBPyConnection, name: str) -> str | None:
+    """The user table's own spelling of ``name`` (DuckDB names are case-insensitive), or None."""
+    found = scalar(
+        conn,
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND NOT temporary AND lower(table_name) = lower(?)",
+        [name],
+    )
+    return None if found is None else str(found)
+
+
 def raw_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(
         scalar(

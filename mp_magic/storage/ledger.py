@@ -169,6 +169,7 @@ def metadata_for(
     duration_seconds: float,
     fetched_at: datetime,
     column_map: dict[str, str],
+    queries: list[dict[str, Any]] | None = None,
 ) -> TableMetadata:
     """The TableMetadata of a fetch record: one place for finalize and for an unfinished fetch."""
     return TableMetadata(
@@ -191,6 +192,7 @@ def metadata_for(
         duration_seconds=duration_seconds,
         parallel=fetch.parallel,
         column_map=column_map,
+        queries=[fetch.query.to_dict()] if queries is None else queries,
     )
 
 
@@ -198,6 +200,8 @@ def metadata_for(
 
 
 def read_fetch(conn: duckdb.DuckDBPyConnection, name: str) -> FetchRecord | None:
+    if not present(conn):
+        return None
     found = row(
         conn, f"SELECT {_FETCH_COLUMNS} FROM _mp.fetches WHERE lower(name) = lower(?)", [name]
     )
@@ -261,11 +265,15 @@ def state_of(conn: duckdb.DuckDBPyConnection, fetch: FetchRecord, *, resumed: bo
 
 
 def stored_metadata(conn: duckdb.DuckDBPyConnection, name: str) -> TableMetadata | None:
+    if not present(conn):
+        return None
     found = row(conn, "SELECT metadata FROM _mp.tables WHERE lower(name) = lower(?)", [name])
     return metadata_from_json(str(found[0])) if found else None
 
 
 def has_metadata(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    if not present(conn):
+        return False
     return bool(
         scalar(conn, "SELECT count(*) FROM _mp.tables WHERE lower(name) = lower(?)", [name])
     )
@@ -274,13 +282,26 @@ def has_metadata(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
 # -- writing (caller holds the engine's lock) ------------------------------------------------------
 
 
-def open_ledger(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create the bookkeeping if missing; mark fetches left "fetching" by a dead process.
+def present(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Is the bookkeeping there? A DuckDB file the user made has none until mp_magic writes."""
+    found = scalar(
+        conn,
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = '_mp' AND table_name IN ('fetches', 'pages', 'tables')",
+    )
+    return bool(found == 3)
 
-    Such a fetch belongs to a process that died: saying so means nobody mistakes it for a
-    running one. resume continues it.
-    """
+
+def ensure(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the bookkeeping before the first write; recreates whatever of it was dropped."""
     conn.execute(BOOKKEEPING)
+
+
+def open_ledger(conn: duckdb.DuckDBPyConnection) -> None:
+    """Mark fetches left "fetching" by a process that died as interrupted.
+
+    So nobody mistakes such a fetch for a running one; resume continues it.
+    """
     conn.execute(
         "UPDATE _mp.fetches SET status = 'interrupted', updated_at = ? WHERE status = 'fetching'",
         [now()],
