@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,12 +37,14 @@ from .catalog import (
     raw_table,
     stats_table,
     table_exists,
+    table_name,
     transaction,
     user_table,
 )
 from .finalizer import finalize_fetch
 from .ledger import UNFINISHED, FetchMode, FetchState
 from .naming import validate_table_name
+from .opening import open_database, release
 from .pages import PageBatch, body_of, transform_page
 from .writer import PageWriter, create_raw
 
@@ -58,21 +61,24 @@ class StorageEngine:
         config: dict[str, str | bool | int | float | list[str]] = {}
         if memory_limit:
             config["memory_limit"] = memory_limit
-        try:
-            self._conn = duckdb.connect(
-                ":memory:" if self.path is None else str(self.path), config=config
-            )
-        except duckdb.Error as exc:
-            raise StorageError(f"cannot open DuckDB database {self.path}: {exc}") from exc
+        self._conn, resolved = open_database(self.path, config)
+        # Another engine may open the file once this one is closed, or collected unclosed.
+        self._release = weakref.finalize(self, release, resolved)
         self._lock = threading.RLock()
         self._active: set[str] = set()
         self._writer = PageWriter()
         self._workers: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
         self._worker_conns: list[duckdb.DuckDBPyConnection] = []
         self._closed = False
-        with self._lock:
-            self._conn.execute("SET enable_progress_bar = false")  # no bars from the writer
-            ledger.open_ledger(self._conn)
+        try:
+            with self._lock:
+                self._conn.execute("SET enable_progress_bar = false")  # no bars from the writer
+                if ledger.present(self._conn):  # a DuckDB file of the user's own gets no _mp
+                    ledger.open_ledger(self._conn)
+        except BaseException:
+            self._conn.close()
+            self._release()
+            raise
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -85,6 +91,7 @@ class StorageEngine:
                 conn.close()
             self._worker_conns.clear()
             self._conn.close()
+            self._release()
 
     def __enter__(self) -> StorageEngine:
         return self
@@ -197,8 +204,12 @@ class StorageEngine:
                     "wait for it to finish"
                 )
             conn = self._conn
-            exists = table_exists(conn, name)
+            ledger.ensure(conn)  # the first write, or _mp was dropped: (re)create it
             previous = ledger.read_fetch(conn, name)
+            # One table, one name: `BASE` is the existing `base` (DuckDB names ignore case).
+            existing = table_name(conn, name)
+            exists = existing is not None
+            name = existing or (previous.name if previous is not None else name)
             if mode == "resume":
                 if previous is None or previous.status not in UNFINISHED:
                     raise TableNotFoundError(
@@ -361,7 +372,27 @@ class StorageEngine:
         """
         validate_table_name(name)
         with self._reader() as cur:
-            return reader.read_metadata(cur, name)
+            stale = ledger.is_stale(cur, name)
+            if not stale:
+                return reader.read_metadata(cur, name)
+        self._forget_stale(name)
+        raise TableNotFoundError(
+            f"table {name!r} was dropped outside mp_magic (DROP TABLE?), so its metadata is "
+            "removed too; fetch it again"
+        )
+
+    def _forget_stale(self, name: str) -> None:
+        """Bookkeeping of a table dropped behind our back: it must not claim a table exists."""
+        with self._lock:
+            if any(a.lower() == name.lower() for a in self._active):
+                return
+            conn = self._conn
+            if not ledger.is_stale(conn, name):
+                return
+            with self._transaction():
+                conn.execute(f"DROP TABLE IF EXISTS {raw_table(name)}")
+                conn.execute(f"DROP TABLE IF EXISTS {stats_table(name)}")
+                ledger.forget(conn, name)
 
     def drop(self, name: str) -> None:
         """Drop the table, its raw rows and all its bookkeeping."""
@@ -382,8 +413,9 @@ class StorageEngine:
             with self._transaction():
                 conn.execute(f"DROP TABLE IF EXISTS {user_table(name)}")
                 conn.execute(f"DROP TABLE IF EXISTS {raw_table(name)}")
-                conn.execute(f"DROP TABLE IF EXISTS {stats_table(name)}")
-                ledger.forget(conn, name)
+                if ledger.present(conn):
+                    conn.execute(f"DROP TABLE IF EXISTS {stats_table(name)}")
+                    ledger.forget(conn, name)
 
     def export(self, name: str, path: str | Path) -> Path:
         """Write the table with DuckDB's own COPY writer; the format follows the file suffix."""

@@ -19,7 +19,7 @@ import orjson
 
 from ..query import EngageQuery
 from ..types import FetchStatus, TableMetadata
-from .catalog import now, raw_exists, raw_table, row, scalar
+from .catalog import now, raw_exists, raw_table, row, scalar, table_exists
 
 FetchMode = Literal["create", "append", "replace", "resume"]
 RunMode = Literal["create", "append", "replace"]
@@ -277,6 +277,16 @@ def has_metadata(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(
         scalar(conn, "SELECT count(*) FROM _mp.tables WHERE lower(name) = lower(?)", [name])
     )
+
+
+def is_stale(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Metadata of a finalized table that no longer exists (dropped with SQL, not with drop())."""
+    if not present(conn) or table_exists(conn, name):
+        return False
+    fetch = read_fetch(conn, name)
+    if fetch is not None:
+        return fetch.finalized
+    return has_metadata(conn, name)
 
 
 # -- writing (caller holds the engine's lock) ------------------------------------------------------
