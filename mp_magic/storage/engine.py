@@ -73,6 +73,9 @@ class StorageEngine:
         try:
             with self._lock:
                 self._conn.execute("SET enable_progress_bar = false")  # no bars from the writer
+                # A table the writer names that is missing must be an error, never a Python
+                # variable of that name found on the stack (DuckDB's replacement scans).
+                self._conn.execute("SET python_enable_replacements = false")
                 if ledger.present(self._conn):  # a DuckDB file of the user's own gets no _mp
                     ledger.open_ledger(self._conn)
         except BaseException:
@@ -120,6 +123,25 @@ class StorageEngine:
         finally:
             cur.close()
 
+    @contextmanager
+    def _bookkeeping_of(self, stored: str) -> Iterator[None]:
+        """Say in one line that ``_mp`` vanished under a running fetch (``DROP SCHEMA`` in SQL).
+
+        The fetch cannot go on (its page markers and type statistics are gone); the next
+        fetch recreates the bookkeeping.
+        """
+        try:
+            yield
+        except duckdb.CatalogException as exc:
+            if ledger.present(self._conn):
+                raise
+            self._active.discard(stored)
+            self._writer.done(stored)
+            raise StorageError(
+                f"the bookkeeping of the fetch into {stored!r} (schema _mp) was dropped while "
+                "it ran; fetch the table again"
+            ) from exc
+
     def _require_active(self, name: str) -> str:
         validate_table_name(name)
         for active in self._active:
@@ -128,6 +150,12 @@ class StorageEngine:
         raise StorageError(
             f"no fetch into {name!r} is in progress in this kernel; call prepare_fetch first"
         )
+
+    def _active_fetch(self, stored: str) -> ledger.FetchRecord:
+        fetch = ledger.read_fetch(self._conn, stored)
+        if fetch is None:  # read_fetch found no bookkeeping: report it as the catalog would
+            raise duckdb.CatalogException("_mp.fetches does not exist")
+        return fetch
 
     # -- worker side -----------------------------------------------------------------------------
 
@@ -265,15 +293,16 @@ class StorageEngine:
         """Store what page 0 (of session ``session``) said: the totals and the session id."""
         with self._lock:
             stored = self._require_active(name)
-            ledger.record_plan(
-                self._conn,
-                stored,
-                total_profiles=total_profiles,
-                page_size=page_size,
-                total_pages=total_pages,
-                session_id=session_id,
-                session=session,
-            )
+            with self._bookkeeping_of(stored):
+                ledger.record_plan(
+                    self._conn,
+                    stored,
+                    total_profiles=total_profiles,
+                    page_size=page_size,
+                    total_pages=total_pages,
+                    session_id=session_id,
+                    session=session,
+                )
 
     def write_pages(self, name: str, batches: Sequence[PageBatch]) -> int:
         """Append the batches' rows and their "page done" markers in ONE transaction."""
@@ -282,16 +311,17 @@ class StorageEngine:
         with self._lock:
             stored = self._require_active(name)
             self._check_open()
-            return self._writer.write(self._conn, stored, batches)
+            with self._bookkeeping_of(stored):
+                return self._writer.write(self._conn, stored, batches)
 
     def record_failed_page(self, name: str, page_index: int, error: str) -> None:
         """Mark a page failed (unless it was written meanwhile), so retry fetches just that page."""
         with self._lock:
             stored = self._require_active(name)
-            fetch = ledger.read_fetch(self._conn, stored)
-            assert fetch is not None
-            with self._transaction() as conn:
-                ledger.record_failed_page(conn, stored, fetch.run, page_index, error)
+            with self._bookkeeping_of(stored):
+                fetch = self._active_fetch(stored)
+                with self._transaction() as conn:
+                    ledger.record_failed_page(conn, stored, fetch.run, page_index, error)
 
     def finalize(
         self,
@@ -312,17 +342,17 @@ class StorageEngine:
         with self._lock:
             stored = self._require_active(name)
             self._check_open()
-            fetch = ledger.read_fetch(self._conn, stored)
-            assert fetch is not None
-            self._writer.forget(stored)
-            meta = finalize_fetch(
-                self._conn,
-                fetch,
-                status=status,
-                sessions=sessions,
-                waited_seconds=waited_seconds,
-                duration_seconds=duration_seconds,
-            )
+            with self._bookkeeping_of(stored):
+                fetch = self._active_fetch(stored)
+                self._writer.forget(stored)
+                meta = finalize_fetch(
+                    self._conn,
+                    fetch,
+                    status=status,
+                    sessions=sessions,
+                    waited_seconds=waited_seconds,
+                    duration_seconds=duration_seconds,
+                )
             self._active.discard(stored)
             self._writer.done(stored)
             return meta
@@ -331,7 +361,8 @@ class StorageEngine:
         """The fetch stopped early: keep what it wrote, leave the table as it was, allow resume."""
         with self._lock:
             stored = self._require_active(name)
-            ledger.mark_interrupted(self._conn, stored)
+            if ledger.present(self._conn):  # (gone: nothing to mark, and no error to mask)
+                ledger.mark_interrupted(self._conn, stored)
             self._active.discard(stored)
             self._writer.done(stored)
 

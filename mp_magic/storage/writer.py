@@ -143,7 +143,8 @@ class PageWriter:
         if layout is None:
             rows = list(raw_columns(conn, stored).items())
             fetch = ledger.read_fetch(conn, stored)
-            assert fetch is not None
+            if fetch is None:  # the bookkeeping was dropped: the engine says so in one line
+                raise duckdb.CatalogException("_mp.fetches does not exist")
             layout = RawLayout(
                 run=fetch.run,
                 sessions=fetch.sessions,

@@ -11,16 +11,19 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
+from storage_support import profile, run_fetch
 
 from mp_magic import Workspace
 from mp_magic.exceptions import (
     InvalidTableNameError,
     NotADatabaseError,
+    StorageError,
     TableExistsError,
     TableNotFoundError,
     WorkspaceInUseError,
     WorkspaceLockedError,
 )
+from mp_magic.query import EngageQuery
 from mp_magic.storage import StorageEngine
 
 MakeWorkspace = Callable[..., Workspace]
@@ -182,6 +185,17 @@ def test_a_dropped_bookkeeping_schema_is_recreated(make_workspace: MakeWorkspace
     assert ws.metadata("others").complete
     ws.fetch_profiles("people", append=True, progress=False)
     assert ws.metadata("people").rows == 60
+
+
+def test_bookkeeping_dropped_during_a_fetch_is_one_line(storage: StorageEngine) -> None:
+    storage.prepare_fetch("people", query=EngageQuery(), mode="create")
+    storage.write_pages("people", [storage.page_batch(0, [profile("u1", a=1)])])
+    storage.sql("DROP SCHEMA _mp CASCADE")
+    with pytest.raises(StorageError) as info:
+        storage.write_pages("people", [storage.page_batch(1, [profile("u2", a=2)])])
+    assert "was dropped while it ran" in _one_line(info)
+    run_fetch(storage, "people", [[profile("u1", a=1)], [profile("u2", a=2)]])
+    assert storage.metadata("people").complete and storage.metadata("people").rows == 2
 
 
 def test_one_engine_per_file_in_a_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
