@@ -13,7 +13,6 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
-from typing import Any
 
 import duckdb
 
@@ -84,7 +83,9 @@ def finalize_fetch(
         duration = (fetch.duration_seconds if fetch.finalized else 0.0) + duration_seconds
         meta = ledger.metadata_for(
             fetch,
-            queries=_queries(conn, fetch, include_base=include_base),
+            queries=ledger.queries_of(
+                fetch, ledger.stored_metadata(conn, stored) if include_base else None
+            ),
             status=status,
             rows=rows,
             done=done,
@@ -103,19 +104,6 @@ def finalize_fetch(
             duration_seconds=duration,
         )
     return meta
-
-
-def _queries(
-    conn: duckdb.DuckDBPyConnection, fetch: FetchRecord, *, include_base: bool
-) -> list[dict[str, Any]]:
-    """Every query whose profiles the table holds: an append adds its own to the table's."""
-    this = fetch.query.to_dict()
-    before = ledger.stored_metadata(conn, fetch.name) if include_base else None
-    if before is None:
-        return [this]
-    earlier = before.queries or [before.query]
-    # A finalized run being finished (retry of a partial fetch) is already listed.
-    return earlier if fetch.finalized else [*earlier, this]
 
 
 def wants_last_seen(query: EngageQuery) -> bool:

@@ -196,6 +196,17 @@ def metadata_for(
     )
 
 
+def queries_of(fetch: FetchRecord, stored: TableMetadata | None) -> list[dict[str, Any]]:
+    """Every query whose profiles the table holds once this fetch is in: an append adds its own."""
+    this = fetch.query.to_dict()
+    if stored is None:
+        return [this]
+    earlier = stored.queries or [stored.query]
+    if fetch.finalized:  # a partial run being finished: it is listed already
+        return earlier
+    return [*earlier, this] if fetch.mode == "append" else [this]
+
+
 # -- reading ---------------------------------------------------------------------------------------
 
 

@@ -80,7 +80,7 @@ def read_metadata(cur: duckdb.DuckDBPyConnection, name: str) -> TableMetadata:
         duration_seconds=fetch.duration_seconds,
         fetched_at=stored.fetched_at if stored else datetime.now(UTC),
         column_map=stored.column_map if (stored and exists) else {},
-        queries=[*(stored.queries if stored else []), fetch.query.to_dict()],
+        queries=ledger.queries_of(fetch, stored),
     )
 
 

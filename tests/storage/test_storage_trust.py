@@ -106,10 +106,15 @@ def test_a_name_in_another_case_is_the_same_table(make_workspace: MakeWorkspace)
     assert ws.tables() == ["base"]
     meta = ws.metadata("BASE")
     assert meta.table == "base" and meta.rows == 3
+    assert [q["distinct_ids"] for q in meta.queries] == [
+        ["user_000001", "user_000002"],
+        ["user_000003"],
+    ]
     fetches = ws.sql("SELECT name FROM _mp.fetches")["name"].tolist()
     assert fetches == ["base"]
     ws.fetch_profiles("BASE", distinct_ids=["user_000004"], replace=True, progress=False)
     assert ws.tables() == ["base"] and ws.metadata("base").table == "base"
+    assert ws.metadata("base").queries == [{"distinct_ids": ["user_000004"]}]  # replaced: one
 
 
 @pytest.mark.parametrize(
