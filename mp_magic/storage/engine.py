@@ -8,8 +8,9 @@ docstring for the whole picture):
 * `writer` (under the lock): ``write_pages`` merges the pages' statistics, adapts the raw table's
   columns and appends the rows with their "page done" markers in one transaction, so a killed
   process never leaves half a page.
-* `finalizer` (under the lock): ``finalize`` renames the raw table into place (or builds the typed
-  table from the JSON when it must) together with its metadata, in one transaction.
+* `finalizer` (under the lock): ``finalize`` renames the raw table into place when it already has
+  the documented layout, else copies it once in (page, position) order, or builds the typed table
+  from the JSON when profiles repeat; together with its metadata, in one transaction.
 * `ledger`: the ``_mp`` bookkeeping of fetches, pages and table metadata.
 * `reader`: ``sql``, ``table``, ``tables``, ``metadata``, ``export``, each on its own cursor, so
   they can run while a fetch writes.

@@ -41,7 +41,7 @@ from .schema import (
     merged_stats,
     typed_select,
 )
-from .writer import RAW_BOOKKEEPING, RAW_COLUMNS, wide
+from .writer import RAW_BOOKKEEPING, wide
 
 
 def finalize_fetch(
@@ -56,27 +56,22 @@ def finalize_fetch(
     """Build and swap in the typed table and record its metadata, in one transaction.
 
     ``status="complete"`` is recorded only if no page failed and every planned page is done;
-    otherwise the table is recorded as ``partial`` (resume/retry continue it, with a fresh raw
-    table whose base is the table built now).
+    otherwise the table is recorded as ``partial``; its raw rows are kept, so resume/retry add
+    the missing pages to them and the next finalize builds the table, in page order, from all.
     """
     stored = fetch.name
     done, failed = ledger.read_pages(conn, fetch)
     planned = set(range(fetch.total_pages)) if fetch.total_pages is not None else set()
     if status == "complete" and (failed or not planned <= done):
         status = "partial"
-    include_base = table_exists(conn, stored) and (fetch.mode == "append" or fetch.finalized)
+    include_base = _needs_base(conn, fetch)
+    keep_raw = status != "complete"
     with transaction(conn):
-        column_map, renamed = _build_table(conn, stored, fetch, include_base=include_base)
+        column_map = _build_table(conn, stored, fetch, include_base=include_base, keep_raw=keep_raw)
         rows = int(scalar(conn, f"SELECT count(*) FROM {user_table(stored)}"))
-        raw = raw_table(stored)
-        if status == "complete":
-            conn.execute(f"DROP TABLE IF EXISTS {raw}")
+        if not keep_raw:
+            conn.execute(f"DROP TABLE IF EXISTS {raw_table(stored)}")
             conn.execute(f"DROP TABLE {stats_table(stored)}")
-        else:
-            if not renamed:
-                conn.execute(f"DROP TABLE {raw}")
-            conn.execute(f"CREATE TABLE {raw} {RAW_COLUMNS}")
-            conn.execute(f"DELETE FROM {stats_table(stored)}")
         total_sessions = fetch.sessions if fetch.finalized else 0
         total_sessions = max(fetch.sessions, total_sessions + sessions)
         waited = (fetch.waited_seconds if fetch.finalized else 0.0) + waited_seconds
@@ -111,17 +106,45 @@ def wants_last_seen(query: EngageQuery) -> bool:
     return query.output_properties is None or LAST_SEEN_PROPERTY in query.output_properties
 
 
+def _needs_base(conn: duckdb.DuckDBPyConnection, fetch: FetchRecord) -> bool:
+    """Must the existing table's rows be merged in? For an append, and for nothing else...
+
+    ...except a partial run written before partial runs kept their raw rows: its table then
+    holds pages the raw table lacks (the done pages with rows outnumber the raw table's pages).
+    """
+    if not table_exists(conn, fetch.name):
+        return False
+    if fetch.mode == "append":
+        return True
+    if not fetch.finalized:
+        return False
+    with_rows = scalar(
+        conn,
+        "SELECT count(*) FROM _mp.pages WHERE name = ? AND run = ? AND status = 'done' "
+        "AND rows > 0",
+        [fetch.name, fetch.run],
+    )
+    in_raw = scalar(conn, f"SELECT count(DISTINCT page_index) FROM {raw_table(fetch.name)}")
+    return bool(in_raw < with_rows)
+
+
 def _build_table(
-    conn: duckdb.DuckDBPyConnection, name: str, fetch: FetchRecord, *, include_base: bool
-) -> tuple[dict[str, str], bool]:
-    """Make the typed table; (column map, whether the raw table itself became it).
+    conn: duckdb.DuckDBPyConnection,
+    name: str,
+    fetch: FetchRecord,
+    *,
+    include_base: bool,
+    keep_raw: bool,
+) -> dict[str, str]:
+    """Make the typed table; its column map (column → property, in table order).
 
     The raw table is renamed into place when it already is the typed table: typed page by page,
     its rows in (page, position) order and no property first seen after the first page (whose
     column would follow ``properties``). A fetch that is only out of order or has such late
     columns is copied once from the raw table's typed columns; one too wide to type page by page
-    is typed from its JSON. Profiles that occur more than once (an append, several sessions) are
-    merged: the union of their properties, the latest copy's value winning.
+    is typed from its JSON, and one whose raw rows must be kept (a partial fetch) is copied.
+    Profiles that occur more than once (an append, several sessions) are merged: the union of
+    their properties, the latest copy's value winning.
     """
     raw = raw_table(name)
     physical = raw_columns(conn, name)
@@ -136,7 +159,7 @@ def _build_table(
     if include_base or scalar(
         conn, f"SELECT count(distinct_id) <> count(DISTINCT distinct_id) FROM {raw}"
     ):
-        return _merge_copies(conn, name, fetch, shape, include_base=include_base), False
+        return _merge_copies(conn, name, fetch, shape, include_base=include_base)
     only = None if fetch.query.output_properties is None else set(fetch.query.output_properties)
     merged = merged_stats(conn, stats_table(name))
     columns = columns_for(merged, only=only)
@@ -155,16 +178,16 @@ def _build_table(
             ordered=not in_order,
         )
         conn.execute(f"CREATE OR REPLACE TABLE {user_table(name)} AS {sql}", params)
-        return {c.column: c.prop for c in columns}, False
+        return {c.column: c.prop for c in columns}
     after = list(physical)[list(physical).index("properties") + 1 :]
     late = any(
         physical.get(stage_column(c.prop)) is None or stage_column(c.prop) in after for c in columns
     )
-    if in_order and not late:
+    if in_order and not late and not keep_raw:
         _rename_into_place(conn, name, columns, physical, shape)
-        return {c.column: c.prop for c in columns}, True
-    _copy_from_raw(conn, name, columns, physical, shape, ordered=not in_order)
-    return {c.column: c.prop for c in columns}, False
+    else:
+        _copy_from_raw(conn, name, columns, physical, shape, ordered=not in_order)
+    return {c.column: c.prop for c in columns}
 
 
 @dataclass(frozen=True)

@@ -148,3 +148,20 @@ def test_pages_in_order_are_renamed_into_place(storage: StorageEngine) -> None:
         "b",
         "properties",
     ]
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["sequential", "parallel"])
+def test_rows_in_api_order_after_failed_pages_are_retried(
+    make_workspace: MakeWorkspace, parallel: bool
+) -> None:
+    ws = make_workspace(profiles=300, page_size=50, max_attempts=2)
+    ws.emulator.add_fault(Fault("status", pages={1, 3}, status=500, times=4))
+    first = ws.fetch_profiles("people", parallel=parallel, progress=False)
+    assert first.status == "partial" and first.failed_page_indices == (1, 3)
+    ws.emulator.clear_faults()
+    done = ws.retry_failed_pages("people", progress=False)
+    assert done.status == "complete"
+    truth = [p["$distinct_id"] for p in ws.emulator.expected_profiles({})]
+    assert ws.table("people")["distinct_id"].tolist() == truth
+    assert list(ws.table("people").columns) == _expected_order(ws.emulator)
+    assert len(ws.metadata("people").queries) == 1
