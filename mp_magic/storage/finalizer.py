@@ -219,6 +219,10 @@ def _fixed_columns(shape: _Shape) -> list[str]:
     )
 
 
+_SORT_ROWS = 10_000
+"""Rows sorted at a time when a fetch's pages are put back in page order."""
+
+
 def _copy_from_raw(
     conn: duckdb.DuckDBPyConnection,
     name: str,
@@ -240,11 +244,25 @@ def _copy_from_raw(
         )
         parts.append(f"{expr} AS {quote_ident(c.column)}")
     parts.append("properties")
-    order = " ORDER BY page_index, pos, write_no" if ordered else ""
-    conn.execute(
-        f"CREATE OR REPLACE TABLE {user_table(name)} AS SELECT {', '.join(parts)} "
-        f"FROM {raw_table(name)}{order}"
-    )
+    select = f"SELECT {', '.join(parts)} FROM {raw_table(name)}"
+    target = user_table(name)
+    if not ordered:
+        conn.execute(f"CREATE OR REPLACE TABLE {target} AS {select}")
+        return
+    # Sorting the whole fetch at once held every row (JSON included) in memory: a 200,000-profile
+    # fetch peaked at 1.6x the memory of a rename. Page ranges sorted one at a time bound that.
+    conn.execute(f"CREATE OR REPLACE TABLE {target} AS {select} LIMIT 0")
+    bounds = conn.execute(
+        f"SELECT min(page_index), max(page_index), count(*) FROM {raw_table(name)}"
+    ).fetchall()[0]
+    low, high, total = (int(v or 0) for v in bounds)
+    span = max(1, (high - low + 1) * _SORT_ROWS // max(total, 1))
+    for start in range(low, high + 1, span):
+        conn.execute(
+            f"INSERT INTO {target} {select} WHERE page_index BETWEEN ? AND ? "
+            "ORDER BY page_index, pos, write_no",
+            [start, start + span - 1],
+        )
 
 
 def _merge_copies(
