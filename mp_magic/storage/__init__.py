@@ -10,7 +10,8 @@ re-read from their JSON), and appends to ``main.__mp_raw_<name>``. ``finalizer``
 table into place when it already has the final layout (pages written in page order, every property
 seen on the first page: the usual sequential fetch); otherwise it copies it once into the layout
 below, and rebuilds from the JSON when profiles repeat (several sessions) or when appending.
-``ledger`` keeps the bookkeeping, ``reader`` the read side, ``engine`` the facade and its lock.
+``ledger`` keeps the bookkeeping (``metadata`` the TableMetadata it stores), ``reader`` the read
+side, ``opening`` the checks on a workspace file, ``engine`` the facade and its lock.
 
 Typed table layout
 ------------------

@@ -35,8 +35,6 @@ from ..types import FetchStatus, TableMetadata
 from . import ledger, reader
 from .catalog import (
     columns_of,
-    raw_table,
-    stats_table,
     table_exists,
     table_name,
     transaction,
@@ -422,9 +420,7 @@ class StorageEngine:
             if not ledger.is_stale(conn, name):
                 return
             with self._transaction():
-                conn.execute(f"DROP TABLE IF EXISTS {raw_table(name)}")
-                conn.execute(f"DROP TABLE IF EXISTS {stats_table(name)}")
-                ledger.forget(conn, name)
+                ledger.discard(conn, name)
 
     def drop(self, name: str) -> None:
         """Drop the table, its raw rows and all its bookkeeping."""
@@ -444,10 +440,7 @@ class StorageEngine:
             self._writer.forget(name)
             with self._transaction():
                 conn.execute(f"DROP TABLE IF EXISTS {user_table(name)}")
-                conn.execute(f"DROP TABLE IF EXISTS {raw_table(name)}")
-                if ledger.present(conn):
-                    conn.execute(f"DROP TABLE IF EXISTS {stats_table(name)}")
-                    ledger.forget(conn, name)
+                ledger.discard(conn, name)
 
     def export(self, name: str, path: str | Path) -> Path:
         """Write the table with DuckDB's own COPY writer; the format follows the file suffix."""

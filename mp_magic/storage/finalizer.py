@@ -30,6 +30,7 @@ from .catalog import (
     user_table,
 )
 from .ledger import FetchRecord
+from .metadata import metadata_for, queries_of
 from .naming import LAST_SEEN_PROPERTY, quote_ident
 from .pages import stage_column, stage_property
 from .schema import (
@@ -76,9 +77,9 @@ def finalize_fetch(
         total_sessions = max(fetch.sessions, total_sessions + sessions)
         waited = (fetch.waited_seconds if fetch.finalized else 0.0) + waited_seconds
         duration = (fetch.duration_seconds if fetch.finalized else 0.0) + duration_seconds
-        meta = ledger.metadata_for(
+        meta = metadata_for(
             fetch,
-            queries=ledger.queries_of(
+            queries=queries_of(
                 fetch, ledger.stored_metadata(conn, stored) if include_base else None
             ),
             status=status,

@@ -19,6 +19,7 @@ from ..types import TableMetadata
 from . import ledger
 from .catalog import RAW_PREFIX, scalar, sql_literal, table_exists, user_table
 from .frames import arrow_to_pandas
+from .metadata import metadata_for, queries_of
 
 COPY_FORMATS: dict[str, str] = {
     ".parquet": "FORMAT PARQUET",
@@ -69,7 +70,7 @@ def read_metadata(cur: duckdb.DuckDBPyConnection, name: str) -> TableMetadata:
     done, failed = ledger.read_pages(cur, fetch)
     exists = table_exists(cur, name)
     rows = int(scalar(cur, f"SELECT count(*) FROM {user_table(name)}")) if exists else 0
-    return ledger.metadata_for(
+    return metadata_for(
         fetch,
         status=fetch.status,
         rows=rows,
@@ -80,7 +81,7 @@ def read_metadata(cur: duckdb.DuckDBPyConnection, name: str) -> TableMetadata:
         duration_seconds=fetch.duration_seconds,
         fetched_at=stored.fetched_at if stored else datetime.now(UTC),
         column_map=stored.column_map if (stored and exists) else {},
-        queries=ledger.queries_of(fetch, stored),
+        queries=queries_of(fetch, stored),
     )
 
 
