@@ -153,3 +153,42 @@ class TableRequiredError(TableNotFoundError, QueryValidationError):
 
     def __str__(self) -> str:
         return f"{self.parameter}: {self.reason}"
+
+
+class NotADatabaseError(StorageError, ValueError):
+    """The workspace path is an existing file that is not a DuckDB database (a CSV, a Parquet...).
+
+    DuckDB would open some such files as views; a workspace is a DuckDB database or nothing.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.parameter = "path"
+        super().__init__(
+            f"workspace path {path!r} is not a DuckDB database; give a .duckdb file or a path "
+            "that does not exist yet"
+        )
+
+
+class WorkspaceLockedError(StorageError):
+    """Another process (often another notebook kernel) holds the workspace file's lock."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        holder = "another process" if pid is None else f"another process (PID {pid})"
+        super().__init__(
+            f"workspace {path!r} is in use by {holder}; close that workspace (or its kernel) "
+            "or use another path"
+        )
+
+
+class WorkspaceInUseError(StorageError):
+    """This process already has the workspace file open: two engines would corrupt each other."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"workspace {path!r} is already open in this process; use that Workspace, "
+            "or close it first"
+        )

@@ -186,3 +186,5 @@ class TableMetadata:
     duration_seconds: float = 0.0
     parallel: bool = False
     column_map: dict[str, str] = field(default_factory=dict)
+    queries: list[dict[str, Any]] = field(default_factory=list)
+    """Every query whose profiles are in the table, oldest first (appends add theirs)."""

@@ -1,8 +1,10 @@
 """Arrow → pandas with nullable dtypes, so a BIGINT column with NULLs stays integer.
 
 DuckDB hands results over as Arrow; the mapping below turns integers into pandas' nullable ``Int*``,
-booleans into ``boolean`` and strings (VARCHAR and JSON) into the ``string`` dtype. Doubles stay
-``float64`` and timestamps ``datetime64`` (pandas' own defaults for them).
+doubles into ``Float64``, booleans into ``boolean`` and strings (VARCHAR and JSON) into the
+``string`` dtype, so a missing value reads as ``<NA>`` in every one of them (a plain ``float64``
+would show NaN beside the ``<NA>`` of the others). Timestamps stay ``datetime64`` (missing: NaT,
+pandas' only missing value for them); lists are Python lists in ``object`` columns (missing: None).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ _INTS: dict[Any, Any] = {
 def _types_mapper(arrow_type: pa.DataType) -> Any:
     if arrow_type in _INTS:
         return _INTS[arrow_type]
+    if pa.types.is_floating(arrow_type):
+        return pd.Float32Dtype() if arrow_type == pa.float32() else pd.Float64Dtype()
     if pa.types.is_boolean(arrow_type):
         return pd.BooleanDtype()
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):

@@ -39,11 +39,29 @@ def reserved_words() -> frozenset[str]:
     return frozenset(str(row[0]).lower() for row in rows)
 
 
+@lru_cache(maxsize=1)
+def catalog_names() -> frozenset[str]:
+    """Names DuckDB's own catalog answers to unqualified (lower case), asked from DuckDB.
+
+    Its system views (``duckdb_tables``, ``sqlite_master``, ``pg_class``, ...) and its schema and
+    database names (``information_schema``, ``pg_catalog``, ``main``, ``temp``, ``system``): a
+    table so named would shadow them or be shadowed, so one name would mean two things.
+    """
+    with duckdb.connect() as conn:
+        rows = conn.execute(
+            "SELECT view_name FROM duckdb_views() WHERE internal "
+            "AND schema_name IN ('main', 'pg_catalog') "
+            "UNION SELECT schema_name FROM duckdb_schemas() "
+            "UNION SELECT database_name FROM duckdb_databases()"
+        ).fetchall()
+    return frozenset(str(row[0]).lower() for row in rows) | {"memory"}
+
+
 def validate_table_name(name: object) -> str:
     """Return ``name`` if it is a plain identifier we accept as a table name, else raise.
 
     Letters, digits and underscores, not starting with a digit, at most 63 characters, not a DuckDB
-    reserved word. Anything else (``x; DROP TABLE y``, quotes, spaces) is an
+    reserved word, not a name of DuckDB's own catalog (`catalog_names`). Anything else (``x; DROP TABLE y``, quotes, spaces) is an
     `InvalidTableNameError`.
     """
     if not isinstance(name, str):
@@ -60,6 +78,8 @@ def validate_table_name(name: object) -> str:
         raise InvalidTableNameError(name, "contains characters other than letters, digits and _")
     if name.lower() in reserved_words():
         raise InvalidTableNameError(name, "is an SQL reserved word")
+    if name.lower() in catalog_names():
+        raise InvalidTableNameError(name, "is the name of part of DuckDB's own catalog")
     if name.lower().startswith(RESERVED_PREFIX):
         raise InvalidTableNameError(
             name, f"starts with {RESERVED_PREFIX}, which mp_magic keeps for fetches in progress"

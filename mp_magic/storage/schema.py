@@ -220,7 +220,12 @@ def _transform_type(sql_type: str) -> Any:
 
 
 def typed_select(
-    columns: list[PropertyColumn], *, src: str, with_group_key: bool, ordered: bool = True
+    columns: list[PropertyColumn],
+    *,
+    src: str,
+    with_group_key: bool,
+    ordered: bool = True,
+    with_last_seen: bool = True,
 ) -> tuple[str, list[Any]]:
     """SELECT building the wide table from ``src`` (distinct_id, group_key, properties, ordering).
 
@@ -231,11 +236,12 @@ def typed_select(
     Property names reach SQL only as bound values (the structure JSON, the pointer list); column
     names are sanitised by the naming rule and quoted.
     """
-    parts = [
-        "distinct_id",
-        f"TRY_CAST(json_extract_string(properties, '{json_pointer(LAST_SEEN_PROPERTY)}') "
-        "AS TIMESTAMP) AS last_seen",
-    ]
+    parts = ["distinct_id"]
+    if with_last_seen:
+        parts.append(
+            f"TRY_CAST(json_extract_string(properties, '{json_pointer(LAST_SEEN_PROPERTY)}') "
+            "AS TIMESTAMP) AS last_seen"
+        )
     if with_group_key:
         parts.append("group_key")
     seen: dict[str, int] = {}

@@ -4,6 +4,9 @@
    rows inserted with row-wise ``executemany`` (what the earlier library did).
 2. 100,000 profiles over 500 sparse properties: finalize into the typed wide table versus keeping
    the rows raw (distinct_id + properties JSON).
+3. finalize of 200 x 1000 profiles: pages written in page order (renamed into place) versus
+   shuffled (copied once in (page, position) order) versus in order with a property first seen
+   on the last page (copied once into the documented column order).
 """
 
 from __future__ import annotations
@@ -165,6 +168,33 @@ def sparse_wide(profiles: int = 100_000, properties: int = 500, per_profile: int
     )
 
 
+def finalize_paths(pages: int = 200) -> None:
+    data = [realistic_page(p) for p in range(pages)]
+    late = [[dict(p) for p in page] for page in data]
+    for p in late[-1]:
+        p["$properties"] = {**p["$properties"], "late_flag": True}
+    shuffled = list(range(pages))
+    random.Random(3).shuffle(shuffled)
+    cases = [
+        ("in page order: rename into place", data, list(range(pages))),
+        ("shuffled pages: one ordered copy", data, shuffled),
+        ("a property first seen on the last page: one copy", late, list(range(pages))),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (label, pages_data, order) in enumerate(cases):
+            engine = StorageEngine(Path(tmp) / f"f{i}.duckdb")
+            engine.prepare_fetch("people", query=EngageQuery(), mode="create", parallel=True)
+            batches = [engine.page_batch(j, pages_data[j]) for j in order]
+            for batch in batches:
+                engine.write_pages("people", [batch])
+            _timed(
+                f"finalize {pages}x1000, {label}",
+                lambda engine=engine: engine.finalize("people", status="complete"),
+            )
+            engine.close()
+
+
 if __name__ == "__main__":
     columnar_vs_executemany(int(sys.argv[1]) if len(sys.argv) > 1 else 200)
     sparse_wide()
+    finalize_paths()

@@ -37,17 +37,15 @@ def test_schema_types_and_order(people: StorageEngine) -> None:
     order = list(types)
     assert order[:2] == ["distinct_id", "last_seen"]
     assert "group_key" not in types
-    # The first page's properties in the naming rule's order, then properties, then the columns
-    # of properties first seen on later pages, in the same order.
+    # Every property in the naming rule's order (those first seen on a later page included),
+    # then properties, last.
     column_map = people.metadata("people").column_map
     pages = mixed_pages()
-    first = {k for p in pages[0] for k in p["$properties"]} - {"$last_seen"}
     everything = {k for page in pages for p in page for k in p["$properties"]} - {"$last_seen"}
-    split = order.index("properties")
-    assert [column_map[c] for c in order[2:split]] == sorted(first, key=property_order)
-    later = [column_map[c] for c in order[split + 1 :]]
-    assert later == sorted(everything - first, key=property_order)
-    assert {"late_prop", "late_ts"} <= set(later)
+    assert order[-1] == "properties"
+    assert [column_map[c] for c in order[2:-1]] == sorted(everything, key=property_order)
+    assert list(column_map) == order[2:-1]
+    assert {"late_prop", "late_ts"} <= set(column_map.values())
     assert types["distinct_id"] == "VARCHAR"
     assert types["last_seen"] == "TIMESTAMP"
     assert types["properties"] == "JSON"
@@ -163,7 +161,7 @@ def test_dtypes_are_nullable(people: StorageEngine) -> None:
     assert str(frame["properties"].dtype) == "string"
     assert pd.api.types.is_datetime64_any_dtype(frame["last_seen"])
     assert pd.api.types.is_datetime64_any_dtype(frame["signup"])
-    assert str(frame["score"].dtype) == "float64"
+    assert str(frame["score"].dtype) == "Float64"
 
 
 def test_sql_aggregates_are_typed(people: StorageEngine) -> None:
@@ -219,13 +217,8 @@ def test_output_properties_narrow_the_table(storage: StorageEngine) -> None:
         [profile("a", **{"$email": "a@x", "plan": "pro", "$last_seen": "2024-01-01T00:00:00"})]
     ]
     meta = run_fetch(storage, "narrow", pages, query=query)
-    assert list(storage.table("narrow").columns) == [
-        "distinct_id",
-        "last_seen",
-        "plan",
-        "email",
-        "properties",
-    ]
+    # $last_seen was not asked for: no last_seen column (the value stays in properties)
+    assert list(storage.table("narrow").columns) == ["distinct_id", "plan", "email", "properties"]
     assert meta.filter_output_properties == ["$email", "plan", "never_sent"]
 
 
@@ -249,7 +242,7 @@ def test_metadata_records_every_filter(storage: StorageEngine) -> None:
     )
     meta = run_fetch(storage, "filtered", [[profile("a", plan="pro")]], query=query, parallel=True)
     assert meta.filter_where == 'properties["plan"] == "pro"'
-    assert meta.filter_cohort_id == "42"
+    assert meta.filter_cohort_id == 42  # the query holds an int, so does the metadata
     assert meta.filter_include_all_users is True
     assert meta.filter_as_of_timestamp == 1735689600
     assert meta.filter_distinct_ids == ["a", "b"]
@@ -350,3 +343,15 @@ def test_a_property_named_like_another_ones_raw_column(storage: StorageEngine) -
     assert frame.loc["b", "email"] == "b@x.io"
     assert pd.isna(frame.loc["b", hex_name])
     assert storage.metadata("clash").column_map == {hex_name: hex_name, "email": "email"}
+
+
+def test_metadata_has_one_filter_field_per_engage_parameter() -> None:
+    """The filter_* fields come from each parameter's declaration: none missing, none extra."""
+    import dataclasses
+
+    from mp_magic.query import engage_params
+    from mp_magic.types import TableMetadata
+
+    declared = {spec.metadata_field for _, spec in engage_params()}
+    fields = {f.name for f in dataclasses.fields(TableMetadata) if f.name.startswith("filter_")}
+    assert fields == declared

@@ -1,0 +1,84 @@
+"""Opening a workspace file: a DuckDB database or nothing, one engine per file per process.
+
+DuckDB opens a CSV or Parquet file given as a database path as a read-only view of it, so a
+mistyped path would quietly become a "workspace" holding one odd table: files are checked for
+DuckDB's header first. Two engines on one file in one process would share DuckDB's database
+instance but not the engine's lock and bookkeeping, so the second is refused; a file another
+process holds (a second notebook kernel) is reported with the holder's PID.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import duckdb
+
+from ..exceptions import (
+    NotADatabaseError,
+    StorageError,
+    WorkspaceInUseError,
+    WorkspaceLockedError,
+)
+
+_MAGIC = b"DUCK"
+_MAGIC_OFFSET = 8  # after the 8-byte checksum of the first header block
+_HOLDER_PID = re.compile(r"\(PID (\d+)\)")
+
+_open_lock = threading.Lock()
+_open_paths: set[Path] = set()
+
+Config = dict[str, str | bool | int | float | list[str]]
+
+
+def _check_is_database(path: Path) -> None:
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise NotADatabaseError(str(path))
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_MAGIC_OFFSET + len(_MAGIC))
+    except OSError as exc:
+        raise StorageError(f"cannot read workspace {str(path)!r}: {exc.strerror}") from exc
+    if head[_MAGIC_OFFSET:] != _MAGIC:
+        raise NotADatabaseError(str(path))
+
+
+def open_database(
+    path: Path | None, config: Config
+) -> tuple[duckdb.DuckDBPyConnection, Path | None]:
+    """(connection, the resolved path it holds in the registry); release it with `release`."""
+    if path is None:
+        try:
+            return duckdb.connect(":memory:", config=config), None
+        except duckdb.Error as exc:
+            raise StorageError(f"cannot open an in-memory DuckDB database: {exc}") from exc
+    resolved = path.expanduser().resolve()
+    _check_is_database(resolved)
+    with _open_lock:
+        if resolved in _open_paths:
+            raise WorkspaceInUseError(str(path))
+        try:
+            conn = duckdb.connect(str(resolved), config=config)
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "Could not set lock" in text:
+                found = _HOLDER_PID.search(text)
+                raise WorkspaceLockedError(
+                    str(path), int(found.group(1)) if found else None
+                ) from None
+            raise StorageError(f"cannot open DuckDB database {str(path)!r}: {text}") from exc
+        except duckdb.Error as exc:
+            raise StorageError(f"cannot open DuckDB database {str(path)!r}: {exc}") from exc
+        _open_paths.add(resolved)
+    return conn, resolved
+
+
+def release(resolved: Path | None) -> None:
+    """The engine holding ``resolved`` closed: another may open the file."""
+    if resolved is None:
+        return
+    with _open_lock:
+        _open_paths.discard(resolved)

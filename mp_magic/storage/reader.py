@@ -1,0 +1,105 @@
+"""The read side: SQL, whole tables, listings, metadata and export, each on its own cursor.
+
+A cursor reads the last committed state, so these run while a fetch writes on the engine's
+connection and never wait for, or see half of, its transaction. Results come back as DataFrames
+with nullable dtypes (see `frames`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from ..exceptions import StorageError, TableNotFoundError
+from ..types import TableMetadata
+from . import ledger
+from .catalog import RAW_PREFIX, scalar, sql_literal, table_exists, user_table
+from .frames import arrow_to_pandas
+from .metadata import metadata_for, queries_of
+
+COPY_FORMATS: dict[str, str] = {
+    ".parquet": "FORMAT PARQUET",
+    ".csv": "FORMAT CSV, HEADER true",
+    ".jsonl": "FORMAT JSON",
+    ".ndjson": "FORMAT JSON",
+    ".json": "FORMAT JSON, ARRAY true",
+}
+
+
+def run_sql(cur: duckdb.DuckDBPyConnection, query: str, params: list[Any] | None) -> pd.DataFrame:
+    try:
+        rel = cur.sql(query, params=params)
+        if rel is None:
+            return pd.DataFrame()
+        return arrow_to_pandas(rel.to_arrow_table())
+    except duckdb.Error as exc:
+        raise StorageError(f"SQL failed: {exc}") from exc
+
+
+def read_table(cur: duckdb.DuckDBPyConnection, name: str, *, raw: bool) -> pd.DataFrame:
+    if not table_exists(cur, name):
+        raise TableNotFoundError(f"table {name!r} does not exist; see tables() for what does")
+    columns = "distinct_id, properties" if raw else "*"
+    return arrow_to_pandas(cur.sql(f"SELECT {columns} FROM {user_table(name)}").to_arrow_table())
+
+
+def list_tables(cur: duckdb.DuckDBPyConnection) -> list[str]:
+    rows = cur.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND NOT temporary "
+        f"AND NOT starts_with(table_name, '{RAW_PREFIX}') ORDER BY table_name"
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def read_metadata(cur: duckdb.DuckDBPyConnection, name: str) -> TableMetadata:
+    """The table's metadata; while a fetch into it is unfinished, that fetch's state.
+
+    So a table being fetched, or whose fetch was interrupted or killed, never reads as complete.
+    """
+    stored = ledger.stored_metadata(cur, name)
+    fetch = ledger.read_fetch(cur, name)
+    if fetch is None or fetch.status not in ("fetching", "interrupted"):
+        if stored is None:
+            raise TableNotFoundError(f"no metadata for table {name!r}; it was not fetched")
+        return stored
+    done, failed = ledger.read_pages(cur, fetch)
+    exists = table_exists(cur, name)
+    rows = int(scalar(cur, f"SELECT count(*) FROM {user_table(name)}")) if exists else 0
+    return metadata_for(
+        fetch,
+        status=fetch.status,
+        rows=rows,
+        done=done,
+        failed=failed,
+        sessions=fetch.sessions,
+        waited_seconds=fetch.waited_seconds,
+        duration_seconds=fetch.duration_seconds,
+        fetched_at=stored.fetched_at if stored else datetime.now(UTC),
+        column_map=stored.column_map if (stored and exists) else {},
+        queries=queries_of(fetch, stored),
+    )
+
+
+def export_table(cur: duckdb.DuckDBPyConnection, name: str, path: str | Path) -> Path:
+    """Write the table with DuckDB's own COPY writer; the format follows the file suffix."""
+    target = Path(path)
+    options = COPY_FORMATS.get(target.suffix.lower())
+    if options is None:
+        raise StorageError(
+            f"cannot export to {target.name!r}: unknown suffix {target.suffix or '(none)'!r}; "
+            "use .parquet, .csv, .jsonl, .ndjson or .json"
+        )
+    if not table_exists(cur, name):
+        raise TableNotFoundError(f"table {name!r} does not exist; nothing to export")
+    try:
+        cur.execute(
+            f"COPY (SELECT * FROM {user_table(name)}) TO {sql_literal(str(target))} ({options})"
+        )
+    except duckdb.Error as exc:
+        raise StorageError(f"export of {name!r} to {target} failed: {exc}") from exc
+    return target

@@ -1,0 +1,244 @@
+"""The one page writer: merges page statistics, adapts the raw table's columns, appends rows.
+
+Pages arrive as `PageBatch` es (typed on worker threads, see `pages`). For each write the writer
+merges their type statistics into what the fetch has seen so far (in Python: a page that brings
+nothing new costs no query), gives every property a column of the fetch-wide type in
+``main.__mp_raw_<name>`` (adding it, or converting the rows already written when a type widens),
+and appends each page with one columnar ``INSERT ... BY NAME``, together with its "page done"
+marker in one transaction. The caller (the engine) holds the lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from . import ledger
+from .catalog import raw_columns, raw_table, scalar, stats_table, transaction, unregister
+from .naming import LAST_SEEN_PROPERTY, property_order, quote_ident
+from .pages import NULL_ONLY, WIDE_PAGE, PageBatch, stage_column, stage_property
+from .schema import STATS_COLUMNS, STATS_SCHEMA, MergedStats, convert, from_properties, merged_stats
+
+RAW_BOOKKEEPING = ("write_no", "pos", "page_index", "session")
+"""The raw table's columns that only order and locate rows; finalize drops them."""
+
+RAW_COLUMNS = """(
+    write_no BIGINT NOT NULL,          -- increases with every page written: newest copy wins
+    pos INTEGER NOT NULL,              -- position in the page
+    page_index INTEGER NOT NULL,
+    session INTEGER NOT NULL,
+    distinct_id VARCHAR,
+    last_seen TIMESTAMP,
+    group_key VARCHAR
+    -- the first page written adds a typed column per property (named by pages.stage_column, in
+    -- the naming rule's order), then properties JSON; later pages add columns as they bring them
+)"""
+
+_NO_STATS = MergedStats()
+
+
+def wide(merged: dict[str, MergedStats]) -> bool:
+    """Too many properties to type page by page: the fetch is typed once, at finalize."""
+    return len(merged) > WIDE_PAGE
+
+
+def create_raw(conn: duckdb.DuckDBPyConnection, name: str, *, fresh: bool) -> None:
+    """The raw and statistics tables of a fetch; ``fresh`` discards any left by an earlier run."""
+    if fresh:
+        conn.execute(f"DROP TABLE IF EXISTS {raw_table(name)}")
+        conn.execute(f"DROP TABLE IF EXISTS {stats_table(name)}")
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {raw_table(name)} {RAW_COLUMNS}")
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {stats_table(name)} {STATS_COLUMNS}")
+
+
+@dataclass
+class RawLayout:
+    """What the writer knows of a fetch's raw table; dropped (and re-read) after a rollback."""
+
+    run: int
+    sessions: int
+    started: bool  # the first page is in: the properties column exists
+    merged: dict[str, MergedStats]
+    types: dict[str, str] = field(default_factory=dict)  # property → its column's SQL type
+    group_key: str | None = None
+
+
+class PageWriter:
+    """Appends pages to the raw tables of the active fetches (one writer per engine)."""
+
+    def __init__(self) -> None:
+        # property → type of each raw-table column, per active fetch; the catalog is the truth
+        self._layouts: dict[str, RawLayout] = {}
+        self._write_no = 0
+
+    def forget(self, name: str) -> None:
+        """Re-read the fetch's layout from the catalog next time (a new raw table, a rollback)."""
+        for stored in [k for k in self._layouts if k.lower() == name.lower()]:
+            del self._layouts[stored]
+
+    def done(self, name: str) -> None:
+        """The fetch ended (finalized or interrupted)."""
+        self.forget(name)
+        self._write_no = 0
+
+    def write(
+        self, conn: duckdb.DuckDBPyConnection, stored: str, batches: Sequence[PageBatch]
+    ) -> int:
+        """Append the batches' rows and their "page done" markers in ONE transaction.
+
+        Column changes the pages call for (a new property, a type that must widen) are committed
+        first, on their own: DuckDB commits an append to a table altered in the same transaction
+        by rewriting it, which for a late property cost as much as the whole fetch so far. A
+        column added for rows that then fail to land is harmless: it holds NULLs, and finalize
+        keeps only columns with statistics, converting any whose type ran ahead of them.
+        """
+        raw = raw_table(stored)
+        layout = self._layout(conn, stored)
+        if self._write_no == 0:
+            self._write_no = int(scalar(conn, f"SELECT coalesce(max(write_no), 0) FROM {raw}"))
+        written = 0
+        sessions = max(b.session for b in batches) + 1
+        try:
+            merged = dict(layout.merged)
+            fresh: list[dict[str, Any]] = []
+            for batch in batches:
+                for stat in [] if batch.stats is None else batch.stats.to_pylist():
+                    known = merged.get(stat["key"])
+                    if known is None or not known.covers(stat):
+                        fresh.append(stat)
+                        merged[stat["key"]] = (known or _NO_STATS).merged(stat)
+            typed = self._adapt_columns(conn, stored, layout, batches, merged)
+            with transaction(conn):
+                if fresh:
+                    conn.register("__mp_stats", pa.Table.from_pylist(fresh, schema=STATS_SCHEMA))
+                    try:
+                        conn.execute(f"INSERT INTO {stats_table(stored)} SELECT * FROM __mp_stats")
+                    finally:
+                        unregister(conn, "__mp_stats")
+                for batch in batches:
+                    self._write_no += 1
+                    _append_rows(conn, raw, layout, batch, self._write_no, typed=typed)
+                    written += batch.rows
+                ledger.mark_pages_done(
+                    conn,
+                    stored,
+                    layout.run,
+                    [(b.page_index, b.session, b.rows) for b in batches],
+                    sessions=sessions if sessions > layout.sessions else None,
+                )
+        except BaseException:
+            self._layouts.pop(stored, None)  # re-read from the catalog next time
+            raise
+        layout.merged = merged
+        layout.sessions = max(layout.sessions, sessions)
+        return written
+
+    def _layout(self, conn: duckdb.DuckDBPyConnection, stored: str) -> RawLayout:
+        """The writer's picture of the raw table, read from the catalog once per fetch."""
+        layout = self._layouts.get(stored)
+        if layout is None:
+            rows = list(raw_columns(conn, stored).items())
+            fetch = ledger.read_fetch(conn, stored)
+            if fetch is None:  # the bookkeeping was dropped: the engine says so in one line
+                raise duckdb.CatalogException("_mp.fetches does not exist")
+            layout = RawLayout(
+                run=fetch.run,
+                sessions=fetch.sessions,
+                started=any(column == "properties" for column, _ in rows),
+                merged=merged_stats(conn, stats_table(stored)),
+                group_key=fetch.query.group_id,
+            )
+            for column, data_type in rows:
+                prop = stage_property(column)
+                if prop is not None:
+                    layout.types[prop] = data_type
+            self._layouts[stored] = layout
+        return layout
+
+    @staticmethod
+    def _adapt_columns(
+        conn: duckdb.DuckDBPyConnection,
+        stored: str,
+        layout: RawLayout,
+        batches: Sequence[PageBatch],
+        merged: dict[str, MergedStats],
+    ) -> bool:
+        """Give every property of ``batches`` a column of the type ``merged`` decides.
+
+        The first page written adds its properties' columns in the naming rule's order and then
+        ``properties``; later pages add theirs after it. A column whose type changes (a string
+        where numbers were) is converted for the rows already written. Returns whether the rows
+        get typed columns: a wide fetch stays JSON until finalize (see pages.WIDE_PAGE).
+        """
+        raw = raw_table(stored)
+        keys: list[str] = []
+        typed = not wide(merged)
+        if typed:
+            for batch in batches:
+                if batch.stats is not None:
+                    keys += [k for k in batch.stats.column("key").to_pylist() if k not in keys]
+            keys = [k for k in keys if k != LAST_SEEN_PROPERTY]
+        ddl: list[str] = []
+        types = dict(layout.types)
+        if not layout.started:
+            keys.sort(key=property_order)
+        for key in keys:
+            old, new = types.get(key), merged[key].column_type()
+            column = quote_ident(stage_column(key))
+            if old is None:
+                ddl.append(f"ALTER TABLE {raw} ADD COLUMN {column} {new}")
+            elif old != new:
+                ddl.append(
+                    f"ALTER TABLE {raw} ALTER COLUMN {column} SET DATA TYPE {new} "
+                    f"USING {convert(column, old, new, key)}"
+                )
+            types[key] = new
+        if not layout.started:
+            ddl.append(f"ALTER TABLE {raw} ADD COLUMN properties JSON")
+        if ddl:
+            with transaction(conn):
+                for statement in ddl:
+                    conn.execute(statement)
+        layout.types = types
+        layout.started = True
+        return typed
+
+
+def _append_rows(
+    conn: duckdb.DuckDBPyConnection,
+    raw: str,
+    layout: RawLayout,
+    batch: PageBatch,
+    write_no: int,
+    *,
+    typed: bool,
+) -> None:
+    """One columnar INSERT: each candidate column cast to its column's type (or re-read)."""
+    exprs = []
+    keys = [] if batch.stats is None or not typed else batch.stats.column("key").to_pylist()
+    for key in keys:
+        found = batch.candidates.get(key)
+        if key == LAST_SEEN_PROPERTY or found == NULL_ONLY:
+            continue
+        column = quote_ident(stage_column(key))
+        target = layout.types[key]
+        value = (
+            from_properties(key, target) if found is None else convert(column, found, target, key)
+        )
+        exprs.append(f"{value} AS {column}")
+    conn.register("__mp_page", batch.payload)
+    try:
+        conn.execute(
+            f"INSERT INTO {raw} BY NAME SELECT ? AS write_no, pos, ? AS page_index, "
+            "? AS session, distinct_id, last_seen, CAST(? AS VARCHAR) AS group_key, "
+            "CAST(properties AS JSON) AS properties"
+            + "".join(", " + e for e in exprs)
+            + " FROM __mp_page",
+            [write_no, batch.page_index, batch.session, layout.group_key],
+        )
+    finally:
+        unregister(conn, "__mp_page")
