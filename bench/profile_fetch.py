@@ -37,7 +37,7 @@ SOCKET_LEAVES = ("SyncStream.read", "SyncStream.write")
 def _py_spy() -> str:
     found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(found).exists():
-        raise RuntimeError("py-spy is not installed: pip install py-spy (the dev extra has it)")
+        raise RuntimeError("the profile mode needs py-spy: pip install py-spy")
     return found
 
 
@@ -94,7 +94,17 @@ def bench_profile(emulator: Emulator, warm: Callable[[str], None]) -> dict[str, 
         warm(url)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "fetch.raw"
-            record = [_py_spy(), "record", "-r", str(RATE), "--threads", "--idle", "-f", "raw"]
+            record = [
+                _py_spy(),
+                "record",
+                "-r",
+                str(RATE),
+                "--threads",
+                "--idle",
+                "--nonblocking",
+                "-f",
+                "raw",
+            ]
             child = [sys.executable, str(CONTENDERS), "mp_magic", url]
             subprocess.run([*record, "-o", str(out), "--", *child], check=True, capture_output=True)
             return analyse(out.read_text())
