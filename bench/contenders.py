@@ -4,7 +4,7 @@
 
 Run by side_by_side.py, never imported by it: each contender's peak memory is read from its own
 process image (VmHWM), so one contender's garbage cannot inflate another's figure, and imports
-are done before the clock starts. It prints one JSON line: wall seconds, peak KiB, rows, queries.
+are done before the clock starts. It prints one JSON line: wall and CPU seconds (all threads), peak KiB, rows, queries.
 
   floor         bare httpx on 5 threads, bodies thrown away: the transport's physical limit
   peer          mixpanel-utils `query_engage` (5 read threads), then the one-column-per-property
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 USERNAME, SECRET, PROJECT, WORKERS = "bench", "bench-secret", 7, 5
+FETCH_PEAK_KIB: int | None = None
 
 
 def _peak_kib() -> int:
@@ -95,6 +96,8 @@ def mp_magic(url: str, page_size: int | None) -> Callable[[], tuple[int, int]]:
         )
         extra: dict[str, Any] = {"page_size": page_size} if page_size else {}
         result = ws.fetch_profiles("p", parallel=True, max_workers=WORKERS, progress=False, **extra)
+        global FETCH_PEAK_KIB
+        FETCH_PEAK_KIB = _peak_kib()  # before table(): what the fetch alone needed
         frame = ws.table("p")
         assert not result.has_failures, result
         ws.close()
@@ -135,19 +138,20 @@ def client_pages(url: str, page_size: int | None) -> Callable[[], tuple[int, int
 CONTENDERS = {"floor": floor, "peer": peer, "mp_magic": mp_magic, "client_pages": client_pages}
 
 
-def _timed(run: Callable[[], tuple[int, int]]) -> tuple[float, int, int]:
-    """The measured region; profile.py keeps only the samples taken under this frame."""
-    start = time.perf_counter()
+def _timed(run: Callable[[], tuple[int, int]]) -> tuple[float, float, int, int]:
+    """The measured region (wall, CPU of every thread); profile_fetch keeps the samples under it."""
+    start, cpu = time.perf_counter(), time.process_time()
     rows, queries = run()
-    return time.perf_counter() - start, rows, queries
+    return time.perf_counter() - start, time.process_time() - cpu, rows, queries
 
 
 def main() -> None:
     mode, url = sys.argv[1], sys.argv[2]
     page_size = int(sys.argv[3]) if len(sys.argv) > 3 else None
     run = CONTENDERS[mode](url, page_size)  # imports happen here, before the clock
-    wall, rows, queries = _timed(run)
-    print(json.dumps({"wall_s": wall, "peak_kib": _peak_kib(), "rows": rows, "queries": queries}))
+    wall, cpu, rows, queries = _timed(run)
+    figures = {"wall_s": wall, "cpu_s": cpu, "peak_kib": _peak_kib(), "rows": rows}
+    print(json.dumps({**figures, "queries": queries, "fetch_peak_kib": FETCH_PEAK_KIB}))
 
 
 if __name__ == "__main__":

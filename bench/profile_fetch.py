@@ -83,8 +83,8 @@ def analyse(raw: str) -> dict[str, Any]:
     return {
         "window_s": round(window / RATE, 2),
         "main_thread_pct": {phase: pct(n) for phase, n in main_split.items()},
-        "threads_busy_pct_of_wall": {g: pct(busy[g]) for g in sorted(samples)},
-        "threads_on_socket_pct_of_wall": {g: pct(socket_wait[g]) for g in sorted(socket_wait)},
+        "busy_pct_of_wall_summed_over_a_groups_threads": {g: pct(busy[g]) for g in sorted(samples)},
+        "on_socket_pct_of_wall_summed": {g: pct(socket_wait[g]) for g in sorted(socket_wait)},
         "top_leaves": [f"{pct(n):5.1f}% {g}: {leaf}" for (g, leaf), n in leaves.most_common(15)],
     }
 
