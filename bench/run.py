@@ -1,7 +1,7 @@
 """mp_magic benchmarks: every figure is a ratio of two measurements taken in this one run.
 
     .venv/bin/python bench/run.py            # all of them (a few minutes)
-    .venv/bin/python bench/run.py parallel   # or: local, memory, typing, pacing
+    .venv/bin/python bench/run.py parallel   # or any mode named below
 
 The emulator always runs in a separate process (as the real API is remote), so its CPU time and
 memory do not count against the client being measured. Targets (from the issues):
@@ -12,6 +12,13 @@ memory do not count against the client being measured. Targets (from the issues)
   typing     100,000 profiles over 500 sparse properties: typed time ÷ raw-JSON time  (reported)
   pacing     wall / the budget's ideal for five windows' worth of pages; 429s          ≤ 1.10, ~0
   team_budget  3 processes × 40 pages, one project: 429s and wall / ideal, shared vs per-process
+  side_by_side 100 pages × 1,000 to a DataFrame, each way in its own process: mp_magic, the
+             mixpanel-utils path an analyst writes, the bare-transfer floor. wall ≤ 0.6× the peer
+             and ≤ 2× the floor; peak RSS ≤ 0.75× the peer; 30 pages × 100 ms ≤ 1.10× the floor
+  page_size  200,000 profiles at page sizes 1,000 / 5,000 / 10,000: queries, wall, peak RSS
+  profile    py-spy over mp_magic's 100 × 1,000 fetch: busy share per thread, top lines
+  writer_probe  the storage writer's per-page INSERT + COMMIT replayed on plain DuckDB, and what
+             leaving out the JSON cast / the raw JSON, batching ten pages, or no compression saves
 """
 
 from __future__ import annotations
@@ -32,7 +39,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from team_budget import bench_team_budget  # noqa: E402  (bench/ is the script's directory)
+from profile_fetch import bench_profile  # noqa: E402  (bench/ is the script's directory)
+from side_by_side import bench_page_size, bench_side_by_side  # noqa: E402
+from team_budget import bench_team_budget  # noqa: E402
+from writer_probe import bench_writer_probe  # noqa: E402
 
 USERNAME, SECRET, PROJECT = "bench", "bench-secret", 7
 
@@ -63,7 +73,8 @@ def emulator(**options: Any) -> Iterator[str]:
         str(PROJECT),
     ]
     for key, value in options.items():
-        args += [f"--{key.replace('_', '-')}", str(value)]
+        flag = f"--{key.replace('_', '-')}"
+        args += [flag] if value is True else [flag, str(value)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -360,6 +371,10 @@ BENCHES = {
     "typing": bench_typing,
     "pacing": bench_pacing,
     "team_budget": bench_team_budget,
+    "side_by_side": lambda: bench_side_by_side(emulator, warm),
+    "page_size": lambda: bench_page_size(emulator, warm),
+    "profile": lambda: bench_profile(emulator, warm),
+    "writer_probe": lambda: bench_writer_probe(emulator, warm),
 }
 
 
@@ -377,7 +392,7 @@ def main() -> int:
         started = time.perf_counter()
         figures = BENCHES[name]()
         figures["bench_seconds"] = round(time.perf_counter() - started, 1)
-        print(f"{name:9s} {json.dumps(figures)}", flush=True)
+        print(f"{name:12s} {json.dumps(figures, ensure_ascii=False)}", flush=True)
     return 0
 
 

@@ -1,0 +1,158 @@
+"""The ways to bring every profile into a DataFrame, each run alone in a fresh process.
+
+    python bench/contenders.py MODE URL [PAGE_SIZE]   # MODE: floor, peer, mp_magic, client_pages
+
+Run by side_by_side.py, never imported by it: each contender's peak memory is read from its own
+process image (VmHWM), so one contender's garbage cannot inflate another's figure, and imports
+are done before the clock starts. It prints one JSON line: wall and CPU seconds (all threads), peak KiB, rows, queries.
+
+  floor         bare httpx on 5 threads, bodies thrown away: the transport's physical limit
+  peer          mixpanel-utils `query_engage` (5 read threads), then the one-column-per-property
+                DataFrame an analyst writes next
+  mp_magic      `Workspace.fetch_profiles(parallel=True)` into an in-memory DuckDB, then `table()`
+  client_pages  mp_magic's HTTP client alone, pages of PAGE_SIZE on 5 threads, bodies thrown
+                away after the envelope check (the page-size mode's measure until the workspace
+                takes ``page_size=``); with PAGE_SIZE and a workspace that takes it, `mp_magic`
+                asks for that size too
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+USERNAME, SECRET, PROJECT, WORKERS = "bench", "bench-secret", 7, 5
+FETCH_PEAK_KIB: int | None = None
+
+
+def _peak_kib() -> int:
+    # VmHWM is this process image's own high-water mark; ru_maxrss would carry the parent's.
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+
+def floor(url: str, page_size: int | None) -> Callable[[], tuple[int, int]]:
+    import httpx
+
+    def run() -> tuple[int, int]:
+        extra = {"page_size": str(page_size)} if page_size else {}
+        with httpx.Client(auth=(USERNAME, SECRET), timeout=120) as client:
+            engage = f"{url}/api/query/engage"
+            params = {"project_id": PROJECT}
+            first = client.post(engage, params=params, data={"page": "0", **extra}).json()
+            served = int(first["page_size"])
+            pages = -(-int(first["total"]) // served)
+
+            def page(i: int) -> int:
+                data = {"page": str(i), "session_id": first["session_id"], **extra}
+                body = client.post(engage, params=params, data=data).content
+                return len(body)  # the body is dropped here
+
+            with ThreadPoolExecutor(WORKERS) as pool:
+                list(pool.map(page, range(1, pages)))
+        return int(first["total"]), pages
+
+    return run
+
+
+def peer(url: str, page_size: int | None) -> Callable[[], tuple[int, int]]:
+    import pandas as pd
+    from mixpanel_utils import MixpanelUtils
+
+    def run() -> tuple[int, int]:
+        mu = MixpanelUtils(
+            SECRET,
+            service_account_username=USERNAME,
+            project_id=PROJECT,
+            read_pool_size=WORKERS,
+        )
+        mu.formatted_api = f"{url}/api"  # it asks {formatted_api}/2.0/engage, which we serve
+        rows = mu.query_engage()
+        frame = pd.DataFrame([{"distinct_id": r["$distinct_id"], **r["$properties"]} for r in rows])
+        return len(frame), -(-len(frame) // 1000)
+
+    return run
+
+
+def mp_magic(url: str, page_size: int | None) -> Callable[[], tuple[int, int]]:
+    from mp_magic import Workspace
+
+    def run() -> tuple[int, int]:
+        ws = Workspace(
+            None,
+            api_url=url,
+            username=USERNAME,
+            secret=SECRET,
+            project_id=PROJECT,
+            query_budget="100000/3600",
+        )
+        extra: dict[str, Any] = {"page_size": page_size} if page_size else {}
+        result = ws.fetch_profiles("p", parallel=True, max_workers=WORKERS, progress=False, **extra)
+        global FETCH_PEAK_KIB
+        FETCH_PEAK_KIB = _peak_kib()  # before table(): what the fetch alone needed
+        frame = ws.table("p")
+        assert not result.has_failures, result
+        ws.close()
+        return len(frame), result.successful_pages + result.failed_pages
+
+    return run
+
+
+def client_pages(url: str, page_size: int | None) -> Callable[[], tuple[int, int]]:
+    from mp_magic import Workspace
+
+    def run() -> tuple[int, int]:
+        with Workspace(
+            None,
+            api_url=url,
+            username=USERNAME,
+            secret=SECRET,
+            project_id=PROJECT,
+            query_budget="100000/3600",
+        ) as ws:
+            client = ws.client
+            head, _ = client.query_engage_page_with_body(0, page_size=page_size)
+            pages = -(-(head.total or 0) // head.page_size)
+
+            def page(i: int) -> int:
+                got, _ = client.query_engage_page_with_body(
+                    i, session_id=head.session_id, page_size=page_size
+                )
+                return got.count
+
+            with ThreadPoolExecutor(WORKERS) as pool:
+                rows = head.count + sum(pool.map(page, range(1, pages)))
+        return rows, pages
+
+    return run
+
+
+CONTENDERS = {"floor": floor, "peer": peer, "mp_magic": mp_magic, "client_pages": client_pages}
+
+
+def _timed(run: Callable[[], tuple[int, int]]) -> tuple[float, float, int, int]:
+    """The measured region (wall, CPU of every thread); profile_fetch keeps the samples under it."""
+    start, cpu = time.perf_counter(), time.process_time()
+    rows, queries = run()
+    return time.perf_counter() - start, time.process_time() - cpu, rows, queries
+
+
+def main() -> None:
+    mode, url = sys.argv[1], sys.argv[2]
+    page_size = int(sys.argv[3]) if len(sys.argv) > 3 else None
+    run = CONTENDERS[mode](url, page_size)  # imports happen here, before the clock
+    wall, cpu, rows, queries = _timed(run)
+    figures = {"wall_s": wall, "cpu_s": cpu, "peak_kib": _peak_kib(), "rows": rows}
+    print(json.dumps({**figures, "queries": queries, "fetch_peak_kib": FETCH_PEAK_KIB}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""mp_magic next to the path an analyst would write, and next to the transport's floor.
+
+Every contender runs in a fresh process of its own (contenders.py), against one emulator process
+started for the mode, so wall time and peak memory (the child's VmHWM) are each contender's alone.
+Rounds interleave the contenders, so a burst of load on the shared machine hits them alike; the
+figure kept is each contender's best wall and its median CPU time and peak. Targets are reported, not asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+CONTENDERS = HERE / "contenders.py"
+
+Emulator = Callable[..., AbstractContextManager[str]]
+
+
+def run_contender(mode: str, url: str, page_size: int | None = None) -> dict[str, Any]:
+    """One contender in its own process: {"wall_s", "peak_kib", "rows", "queries"}."""
+    args = [sys.executable, str(CONTENDERS), mode, url]
+    if page_size is not None:
+        args.append(str(page_size))
+    out = subprocess.run(args, check=True, capture_output=True, text=True)
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def _rounds(
+    url: str, modes: tuple[str, ...], rounds: int, rows: int
+) -> dict[str, dict[str, float]]:
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for _ in range(rounds):
+        for mode in modes:
+            got = run_contender(mode, url)
+            assert got["rows"] == rows, (mode, got)
+            runs[mode].append(got)
+    return {
+        mode: {
+            "wall_s": min(r["wall_s"] for r in done),
+            "cpu_s": statistics.median(r["cpu_s"] for r in done),
+            "peak_mib": statistics.median(r["peak_kib"] for r in done) / 1024,
+            "fetch_peak_mib": statistics.median(r["fetch_peak_kib"] or 0 for r in done) / 1024,
+        }
+        for mode, done in runs.items()
+    }
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 2)
+
+
+def bench_side_by_side(emulator: Emulator, warm: Callable[[str], None]) -> dict[str, Any]:
+    rounds = 3
+    with emulator(profiles=100_000, page_size=1000, latency=0) as url:
+        warm(url)
+        fast = _rounds(url, ("floor", "peer", "mp_magic"), rounds, 100_000)
+    with emulator(profiles=30_000, page_size=1000, latency=0.1) as url:
+        warm(url)
+        slow = _rounds(url, ("floor", "mp_magic"), rounds, 30_000)
+    floor, peer, ours = fast["floor"], fast["peer"], fast["mp_magic"]
+    return {
+        "case": f"100 pages x 1,000, no latency, to a DataFrame; best wall / median peak of {rounds}",
+        "floor_wall_s": round(floor["wall_s"], 3),
+        "peer_wall_s": round(peer["wall_s"], 3),
+        "mp_magic_wall_s": round(ours["wall_s"], 3),
+        "ratio_wall_mp_magic_over_peer": _ratio(ours["wall_s"], peer["wall_s"]),
+        "target_wall_over_peer": "<= 0.6",
+        "ratio_wall_mp_magic_over_floor": _ratio(ours["wall_s"], floor["wall_s"]),
+        "target_wall_over_floor": "<= 2",
+        "ratio_wall_peer_over_floor": _ratio(peer["wall_s"], floor["wall_s"]),
+        "cpu_s_floor_peer_mp_magic": [round(m["cpu_s"], 2) for m in (floor, peer, ours)],
+        "ratio_cpu_mp_magic_over_peer": _ratio(ours["cpu_s"], peer["cpu_s"]),
+        "floor_peak_mib": round(floor["peak_mib"], 1),
+        "peer_peak_mib": round(peer["peak_mib"], 1),
+        "mp_magic_peak_mib": round(ours["peak_mib"], 1),
+        "mp_magic_peak_before_table_mib": round(ours["fetch_peak_mib"], 1),
+        "ratio_peak_mp_magic_over_peer": _ratio(ours["peak_mib"], peer["peak_mib"]),
+        "target_peak_over_peer": "<= 0.75",
+        "latency_case": "30 pages x 1,000 at 100 ms",
+        "latency_floor_wall_s": round(slow["floor"]["wall_s"], 3),
+        "latency_mp_magic_wall_s": round(slow["mp_magic"]["wall_s"], 3),
+        "latency_ratio_mp_magic_over_floor": _ratio(
+            slow["mp_magic"]["wall_s"], slow["floor"]["wall_s"]
+        ),
+        "latency_target": "<= 1.10",
+    }
+
+
+def workspace_takes_page_size() -> bool:
+    """Whether `Workspace.fetch_profiles` accepts ``page_size=`` yet (it is being added)."""
+    from mp_magic.request import FetchRequest
+
+    try:
+        FetchRequest.build(table="p", page_size=1000)
+    except TypeError:
+        return False
+    return True
+
+
+def bench_page_size(emulator: Emulator, warm: Callable[[str], None]) -> dict[str, Any]:
+    profiles = 200_000
+    ours = "mp_magic" if workspace_takes_page_size() else "client_pages"
+    figures: dict[str, Any] = {
+        "profiles": profiles,
+        "measured_with": (
+            "Workspace.fetch_profiles(page_size=N) then table()"
+            if ours == "mp_magic"
+            else "MixpanelAPIClient.query_engage_page_with_body(page_size=N) on 5 threads, "
+            "bodies dropped after the envelope check (the workspace has no page_size= yet)"
+        ),
+    }
+    options = {"honor_page_size": True, "max_page_size": 10_000}
+    with emulator(profiles=profiles, page_size=1000, latency=0, **options) as url:
+        warm(url)
+        run_contender("floor", url)  # the emulator builds profiles as pages first ask for them
+        for size in (1000, 5000, 10_000):
+            floor = run_contender("floor", url, size)
+            got = run_contender(ours, url, size)
+            assert got["rows"] == profiles == floor["rows"], (size, got, floor)
+            figures[f"size_{size}"] = {
+                "queries": got["queries"],
+                "wall_s": round(got["wall_s"], 3),
+                "peak_mib": round(got["peak_kib"] / 1024, 1),
+                "floor_wall_s": round(floor["wall_s"], 3),
+                "floor_peak_mib": round(floor["peak_kib"] / 1024, 1),
+                "ratio_wall_over_floor": _ratio(got["wall_s"], floor["wall_s"]),
+            }
+    return figures
