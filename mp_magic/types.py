@@ -101,7 +101,9 @@ class _ResultBase:
     status: FetchStatus = "complete"
     failed_page_indices: tuple[int, ...] = ()
     note: str | None = None
-    """Why the fetch spent no query (e.g. a resume of a table that is already complete)."""
+    """What the user should know about how the fetch was answered (from the table, an update)."""
+    reused: bool = False
+    """Answered from the table, spending no query (same query, complete, young enough)."""
 
     @property
     def has_failures(self) -> bool:
@@ -188,3 +190,8 @@ class TableMetadata:
     column_map: dict[str, str] = field(default_factory=dict)
     queries: list[dict[str, Any]] = field(default_factory=list)
     """Every query whose profiles are in the table, oldest first (appends add theirs)."""
+    source: str | None = None
+    """Where the profiles came from (API base URL and project): a table is reused only for the
+    same query from the same source."""
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    """Each incremental update: when, the cursor, profiles changed and added, queries spent."""

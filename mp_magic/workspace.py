@@ -7,6 +7,7 @@ emulator on loopback, started lazily so importing mp_magic never opens a socket.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -23,6 +24,7 @@ from .exceptions import ConfigurationError, TableNotFoundError, TableRequiredErr
 from .fetch import FetcherService
 from .query import EngageQuery
 from .request import DEFAULT_TABLE, FetchRequest
+from .reuse import answer_from_table, plan_update, record_update
 from .storage import StorageEngine
 from .types import (
     AnyFetchResult,
@@ -188,6 +190,35 @@ class Workspace:
             done = self._nothing_to_resume(request)
             if done is not None:
                 return done
+        if request.update:
+            plan = plan_update(self._storage, request)
+            result = self._run(plan.request)
+            return record_update(self._storage, plan, result, source=self.source_key)
+        max_age = request.max_age if request.max_age is not None else self._settings.max_age
+        reused = answer_from_table(self._storage, request, source=self.source_key, max_age=max_age)
+        if reused is not None:
+            return reused
+        result = self._run(request)
+        with contextlib.suppress(TableNotFoundError):  # recorded for the next reuse decision
+            self._storage.annotate(request.table, source=self.source_key)
+        return result
+
+    def update(self, name: str, **options: Any) -> AnyFetchResult:
+        """Fetch only the profiles of the table's own query seen since its last fetch (less the
+        ``lookback``, 24 h by default) and merge them in by distinct_id; see `reuse.plan_update`."""
+        return self.fetch(FetchRequest.build(table=name, update=True, **options))
+
+    @property
+    def source_key(self) -> str:
+        """What a table's profiles are tied to: the API and project (or the built-in emulator's
+        dataset), so a table is reused only for the place it was fetched from."""
+        creds = self._settings.credentials
+        if creds is None:
+            options = ",".join(f"{k}={v}" for k, v in sorted(self._emulator_options.items()))
+            return f"built-in emulator ({options})"
+        return f"{mask_url(self._settings.base_url)} project {creds.project_id}"
+
+    def _run(self, request: FetchRequest) -> AnyFetchResult:
         reporter = _reporter(request)
         if reporter is not request.progress:
             request = request.with_changes(progress=reporter if reporter is not None else False)

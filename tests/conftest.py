@@ -25,6 +25,8 @@ def _isolated_environment(
     # test inherits a notebook identity from the shell that started pytest.
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("data")))
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    # Most tests fetch the same query twice on purpose: reuse is off unless a test turns it on.
+    monkeypatch.setenv("MP_MAX_AGE", "0")
     yield
 
 

@@ -18,6 +18,7 @@ docstring for the whole picture):
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import weakref
@@ -354,6 +355,16 @@ class StorageEngine:
                 )
             self._active.discard(stored)
             self._writer.done(stored)
+            return meta
+
+    def annotate(self, name: str, **changes: Any) -> TableMetadata:
+        """Record facts about a finished table that only the layers above know (where its
+        profiles came from, an update's cursor): the stored metadata with ``changes`` laid over."""
+        with self._lock:
+            self._check_open()
+            meta = dataclasses.replace(self.metadata(name), **changes)
+            with self._transaction() as conn:
+                ledger.store_metadata(conn, meta)
             return meta
 
     def mark_interrupted(self, name: str) -> None:

@@ -355,9 +355,14 @@ def record_finalized(
         "waited_seconds = ?, duration_seconds = ?, updated_at = ? WHERE name = ?",
         [meta.status, sessions, waited_seconds, duration_seconds, stamp, meta.table],
     )
+    store_metadata(conn, meta)
+
+
+def store_metadata(conn: duckdb.DuckDBPyConnection, meta: TableMetadata) -> None:
+    """The table's metadata row, replaced (inside the caller's transaction)."""
     conn.execute("DELETE FROM _mp.tables WHERE lower(name) = lower(?)", [meta.table])
     conn.execute(
-        "INSERT INTO _mp.tables VALUES (?, ?, ?)", [meta.table, metadata_to_json(meta), stamp]
+        "INSERT INTO _mp.tables VALUES (?, ?, ?)", [meta.table, metadata_to_json(meta), now()]
     )
 
 
