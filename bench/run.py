@@ -39,6 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from notebook_day import bench_notebook_day  # noqa: E402
 from profile_fetch import bench_profile  # noqa: E402  (bench/ is the script's directory)
 from side_by_side import bench_page_size, bench_side_by_side  # noqa: E402
 from team_budget import bench_team_budget  # noqa: E402
@@ -371,6 +372,7 @@ BENCHES = {
     "typing": bench_typing,
     "pacing": bench_pacing,
     "team_budget": bench_team_budget,
+    "notebook_day": bench_notebook_day,
     "side_by_side": lambda: bench_side_by_side(emulator, warm),
     "page_size": lambda: bench_page_size(emulator, warm),
     "profile": lambda: bench_profile(emulator, warm),
