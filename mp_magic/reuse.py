@@ -59,6 +59,17 @@ def _result(
     return FetchResult(rows=meta.rows, successful_pages=pages, **fields)
 
 
+def nothing_to_resume(storage: StorageEngine, request: FetchRequest) -> AnyFetchResult | None:
+    """A complete table has nothing to resume: say so in a result, spending no query (None when
+    there is something to resume, or no such table: the fetch then says so in one line)."""
+    state = storage.fetch_state(request.table)
+    if state is None or state.status != "complete":
+        return None
+    meta = storage.metadata(request.table)
+    note = f"table {meta.table} is complete: no failed or missing pages to fetch, no query spent"
+    return _result(request, meta, note=note, reused=False)
+
+
 def answer_from_table(
     storage: StorageEngine, request: FetchRequest, *, source: str, max_age: float
 ) -> AnyFetchResult | None:

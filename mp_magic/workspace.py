@@ -24,12 +24,10 @@ from .exceptions import ConfigurationError, TableNotFoundError, TableRequiredErr
 from .fetch import FetcherService
 from .query import EngageQuery
 from .request import DEFAULT_TABLE, FetchRequest
-from .reuse import answer_from_table, plan_update, record_update
+from .reuse import answer_from_table, nothing_to_resume, plan_update, record_update
 from .storage import StorageEngine
 from .types import (
     AnyFetchResult,
-    FetchResult,
-    ParallelProfileFetchResult,
     ProgressReporter,
     TableMetadata,
 )
@@ -187,7 +185,7 @@ class Workspace:
         and returns a result that says so (``note``).
         """
         if request.resume:
-            done = self._nothing_to_resume(request)
+            done = nothing_to_resume(self._storage, request)
             if done is not None:
                 return done
         if request.update:
@@ -264,28 +262,6 @@ class Workspace:
     def retry_failed_pages(self, name: str, **options: Any) -> AnyFetchResult:
         """Fetch the failed (and never fetched) pages of a partial table again; see `resume`."""
         return self.resume(name, **options)
-
-    def _nothing_to_resume(self, request: FetchRequest) -> AnyFetchResult | None:
-        """A complete table has nothing to resume: say so in a result, spending no query."""
-        state = self._storage.fetch_state(request.table)
-        if state is None or state.status != "complete":
-            return None  # unfinished (resumed below) or unknown (storage says so in one line)
-        meta = self._storage.metadata(request.table)
-        fields: dict[str, Any] = {
-            "table": meta.table,
-            "duration_seconds": 0.0,
-            "fetched_at": meta.fetched_at,
-            "status": "complete",
-            "sessions": meta.sessions,
-            "note": f"table {meta.table} is complete: no failed or missing pages to fetch, "
-            "no query spent",
-        }
-        pages = meta.total_pages or 0
-        if state.parallel if request.parallel is None else request.is_parallel:
-            return ParallelProfileFetchResult(
-                total_rows=meta.rows, successful_pages=pages, failed_pages=0, **fields
-            )
-        return FetchResult(rows=meta.rows, successful_pages=pages, **fields)
 
     def stream_profiles(
         self, *, query: EngageQuery | None = None, raw: bool = False, **params: Any
