@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..config import QueryBudgetSpec, Settings
 from ..text import format_duration
-from .claims import Claim, Denial, LedgerView
+from .claims import Claim, ClaimAsk, Denial, LedgerView
 from .core import DEFAULT_LEASE_SECONDS, QueryBudget, default_margin
 from .fallback import FallbackLedger, fallback_warning
 from .ledger import Ledger, MemoryLedger, this_holder
@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "BudgetStatus",
     "Claim",
+    "ClaimAsk",
     "Denial",
     "FallbackLedger",
     "Ledger",

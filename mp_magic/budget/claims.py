@@ -129,15 +129,24 @@ def live(claims: list[Claim], now: float, span: float) -> list[Claim]:
     return [c for c in claims if not c.expired(now, span)]
 
 
-def decide(
-    view: LedgerView,
-    *,
-    queries: int,
-    span: float,
-    concurrent: int,
-    counted: bool,
-    holder: str,
-) -> Denial | None:
+@dataclass(frozen=True)
+class ClaimAsk:
+    """One process asking for a query's slot: the limits it paces by, and who it is.
+
+    ``span`` is the window (the budget's seconds plus a margin); ``counted`` False for a query the
+    hourly window does not count (count_pages=first); ``lease`` how long an unfinished claim holds
+    its slot if its process dies.
+    """
+
+    queries: int
+    span: float
+    concurrent: int
+    counted: bool
+    lease: float
+    holder: str
+
+
+def decide(view: LedgerView, ask: ClaimAsk) -> Denial | None:
     """None if a claim may be made now; else why not and for how long.
 
     An uncounted claim (a later page of a session, where the server does not count those) needs a
@@ -146,17 +155,18 @@ def decide(
     now = view.now
     pause = view.blocked_until - now
     cause: Cause = "blocked"
-    if counted:
-        window = view.window_pause(queries, span)
+    if ask.counted:
+        window = view.window_pause(ask.queries, ask.span)
         if window > 0 and window > pause:
             pause, cause = window, "window"
     if pause > 0:
         blocking = view.counted() if cause == "window" else []
-        return _denial(pause, cause, view, blocking, holder)
+        return _denial(pause, cause, view, blocking, ask.holder)
     flying = view.in_flight()
-    if len(flying) >= concurrent:
+    if len(flying) >= ask.concurrent:
         soonest = min(c.lease_until for c in flying) - now
-        return _denial(min(max(soonest, 0.0), CONCURRENT_POLL), "concurrent", view, flying, holder)
+        pause = min(max(soonest, 0.0), CONCURRENT_POLL)
+        return _denial(pause, "concurrent", view, flying, ask.holder)
     return None
 
 

@@ -30,7 +30,7 @@ from ..config import QueryBudgetSpec
 from ..exceptions import FetchCancelledError
 from ..text import format_duration
 from ..types import BudgetWait, WaitReason
-from .claims import CONCURRENT_POLL, ELSEWHERE, Denial, LedgerView
+from .claims import CONCURRENT_POLL, ELSEWHERE, ClaimAsk, Denial, LedgerView
 from .ledger import Clock, Ledger, MemoryLedger, this_holder
 from .status import BudgetStatus
 
@@ -184,12 +184,14 @@ class QueryBudget:
                 releases = self._releases
                 spec = self._spec
             result = self._ledger.claim(
-                queries=spec.queries,
-                span=spec.seconds + self.margin,
-                concurrent=spec.concurrent,
-                counted=counted,
-                lease=self._lease,
-                holder=self._holder,
+                ClaimAsk(
+                    queries=spec.queries,
+                    span=spec.seconds + self.margin,
+                    concurrent=spec.concurrent,
+                    counted=counted,
+                    lease=self._lease,
+                    holder=self._holder,
+                )
             )
             if isinstance(result, str):
                 return result

@@ -16,7 +16,7 @@ from typing import Any
 from ..exceptions import MpMagicWarning
 from ..text import one_line
 from ..types import WaitReason
-from .claims import Denial, LedgerView
+from .claims import ClaimAsk, Denial, LedgerView
 from .ledger import Ledger
 
 
@@ -91,25 +91,8 @@ class FallbackLedger:
                 raise
             return getattr(self._switch(error), name)(**kwargs)
 
-    def claim(
-        self,
-        *,
-        queries: int,
-        span: float,
-        concurrent: int,
-        counted: bool,
-        lease: float,
-        holder: str,
-    ) -> str | Denial:
-        result: str | Denial = self._call(
-            "claim",
-            queries=queries,
-            span=span,
-            concurrent=concurrent,
-            counted=counted,
-            lease=lease,
-            holder=holder,
-        )
+    def claim(self, ask: ClaimAsk) -> str | Denial:
+        result: str | Denial = self._call("claim", ask=ask)
         return result
 
     def finish(self, claim_id: str) -> None:

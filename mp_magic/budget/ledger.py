@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..types import WaitReason
-from .claims import Claim, Denial, LedgerView, decide, foreign_needed, live
+from .claims import Claim, ClaimAsk, Denial, LedgerView, decide, foreign_needed, live
 
 Clock = Callable[[], float]
 
@@ -78,16 +78,7 @@ class Ledger(Protocol):
         """Where the claims live, safe to show: a file path, a URL without password, "memory"."""
         ...
 
-    def claim(
-        self,
-        *,
-        queries: int,
-        span: float,
-        concurrent: int,
-        counted: bool,
-        lease: float,
-        holder: str,
-    ) -> str | Denial:
+    def claim(self, ask: ClaimAsk) -> str | Denial:
         """Record a claim and return its id, or say why not (nothing is recorded then)."""
         ...
 
@@ -130,31 +121,17 @@ class MemoryLedger:
         self._claims = live(self._claims, now, span)
         return LedgerView(now, tuple(self._claims), self._blocked_until, self._blocked_reason)
 
-    def claim(
-        self,
-        *,
-        queries: int,
-        span: float,
-        concurrent: int,
-        counted: bool,
-        lease: float,
-        holder: str,
-    ) -> str | Denial:
+    def claim(self, ask: ClaimAsk) -> str | Denial:
         with self._lock:
-            view = self._view_locked(span)
-            denial = decide(
-                view,
-                queries=queries,
-                span=span,
-                concurrent=concurrent,
-                counted=counted,
-                holder=holder,
-            )
+            view = self._view_locked(ask.span)
+            denial = decide(view, ask)
             if denial is not None:
                 return denial
             claim_id = str(next(self._ids))
             now = view.now
-            self._claims.append(Claim(claim_id, now, now + lease, None, counted, holder))
+            self._claims.append(
+                Claim(claim_id, now, now + ask.lease, None, ask.counted, ask.holder)
+            )
             return claim_id
 
     def finish(self, claim_id: str) -> None:

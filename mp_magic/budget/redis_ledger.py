@@ -23,6 +23,7 @@ from .claims import (
     IN_FLIGHT_RECHECK,
     Cause,
     Claim,
+    ClaimAsk,
     Denial,
     LedgerView,
     as_reason,
@@ -261,19 +262,10 @@ class RedisLedger:
     def location(self) -> str:
         return self._masked
 
-    def claim(
-        self,
-        *,
-        queries: int,
-        span: float,
-        concurrent: int,
-        counted: bool,
-        lease: float,
-        holder: str,
-    ) -> str | Denial:
-        result = self._claim_once(queries, span, concurrent, counted, lease, holder)
-        if isinstance(result, Denial) and result.cause != "blocked" and self._reap_dead(span):
-            result = self._claim_once(queries, span, concurrent, counted, lease, holder)
+    def claim(self, ask: ClaimAsk) -> str | Denial:
+        result = self._claim_once(ask)
+        if isinstance(result, Denial) and result.cause != "blocked" and self._reap_dead(ask.span):
+            result = self._claim_once(ask)
         return result
 
     def _reap_dead(self, span: float) -> bool:
@@ -290,18 +282,16 @@ class RedisLedger:
         claims = tuple(c.answered(view.now) if c.id in gone else c for c in view.claims)
         return LedgerView(view.now, claims, view.blocked_until, view.blocked_reason), dead
 
-    def _claim_once(
-        self, queries: int, span: float, concurrent: int, counted: bool, lease: float, holder: str
-    ) -> str | Denial:
+    def _claim_once(self, ask: ClaimAsk) -> str | Denial:
         claim_id = uuid.uuid4().hex
         args: list[str | int] = [
             claim_id,
-            queries,
-            repr(span),
-            concurrent,
-            int(counted),
-            repr(lease),
-            holder,
+            ask.queries,
+            repr(ask.span),
+            ask.concurrent,
+            int(ask.counted),
+            repr(ask.lease),
+            ask.holder,
         ]
         args += [repr(IN_FLIGHT_RECHECK), repr(CONCURRENT_POLL)]
         answer = self._claim(keys=self._keys, args=args)

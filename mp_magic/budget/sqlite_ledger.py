@@ -21,7 +21,7 @@ from pathlib import Path
 import platformdirs
 
 from ..types import WaitReason
-from .claims import Claim, Denial, LedgerView, as_reason, decide, foreign_needed
+from .claims import Claim, ClaimAsk, Denial, LedgerView, as_reason, decide, foreign_needed
 from .ledger import Clock, dead_claims
 
 _SCHEMA = """
@@ -117,32 +117,16 @@ class SqliteLedger:
             return LedgerView(now, claims, float("-inf"), "hourly")
         return LedgerView(now, claims, float(block[0]), as_reason(block[1]))
 
-    def claim(
-        self,
-        *,
-        queries: int,
-        span: float,
-        concurrent: int,
-        counted: bool,
-        lease: float,
-        holder: str,
-    ) -> str | Denial:
+    def claim(self, ask: ClaimAsk) -> str | Denial:
         with self._transaction() as conn:
-            view = self._view(conn, span)
-            denial = decide(
-                view,
-                queries=queries,
-                span=span,
-                concurrent=concurrent,
-                counted=counted,
-                holder=holder,
-            )
+            view = self._view(conn, ask.span)
+            denial = decide(view, ask)
             if denial is not None:
                 return denial
             claim_id = uuid.uuid4().hex
             conn.execute(
                 "INSERT INTO claims VALUES (?, ?, ?, NULL, ?, ?)",
-                (claim_id, view.now, view.now + lease, int(counted), holder),
+                (claim_id, view.now, view.now + ask.lease, int(ask.counted), ask.holder),
             )
             return claim_id
 

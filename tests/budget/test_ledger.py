@@ -14,7 +14,7 @@ import pytest
 from budget_support import LedgerOpener
 
 from mp_magic.budget import QueryBudget, render_status
-from mp_magic.budget.claims import ELSEWHERE
+from mp_magic.budget.claims import ELSEWHERE, ClaimAsk
 from mp_magic.config import QueryBudgetSpec
 from mp_magic.exceptions import FetchCancelledError
 from mp_magic.types import BudgetWait
@@ -24,12 +24,14 @@ SPAN = 30.0  # long enough that nothing leaves the window during a test
 
 def claim(ledger, *, queries=3, concurrent=5, counted=True, lease=60.0, holder="a", span=SPAN):
     return ledger.claim(
-        queries=queries,
-        span=span,
-        concurrent=concurrent,
-        counted=counted,
-        lease=lease,
-        holder=holder,
+        ClaimAsk(
+            queries=queries,
+            span=span,
+            concurrent=concurrent,
+            counted=counted,
+            lease=lease,
+            holder=holder,
+        )
     )
 
 

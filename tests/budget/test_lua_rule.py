@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mp_magic.budget import RedisLedger
-from mp_magic.budget.claims import decide
+from mp_magic.budget.claims import ClaimAsk, decide
 
 SPAN = 100.0
 
@@ -67,10 +67,7 @@ def test_the_script_and_the_python_rule_agree(
         if blocked is not None:
             client.hset(keys[1], mapping={"until": repr(now + blocked + 0.5), "reason": "hourly"})
         view = ledger.view(SPAN)
-        expected = decide(
-            view, queries=queries, span=SPAN, concurrent=concurrent, counted=counted, holder="me"
-        )
-        got = ledger.claim(
+        ask = ClaimAsk(
             queries=queries,
             span=SPAN,
             concurrent=concurrent,
@@ -78,6 +75,8 @@ def test_the_script_and_the_python_rule_agree(
             lease=30.0,
             holder="me",
         )
+        expected = decide(view, ask)
+        got = ledger.claim(ask)
         if expected is None:
             assert isinstance(got, str)
         else:

@@ -12,6 +12,7 @@ import pytest
 from budget_support import REPO, RedisServer, start_redis
 
 from mp_magic.budget import (
+    ClaimAsk,
     FallbackLedger,
     QueryBudget,
     RedisLedger,
@@ -131,7 +132,9 @@ def test_redis_ledger_claims_use_the_servers_clock(redis_server: RedisServer) ->
     first = RedisLedger(redis_server.url, "clock-test")
     second = RedisLedger(redis_server.url, "clock-test")
     try:
-        claim = first.claim(queries=5, span=10, concurrent=5, counted=True, lease=30, holder="x")
+        claim = first.claim(
+            ClaimAsk(queries=5, span=10, concurrent=5, counted=True, lease=30, holder="x")
+        )
         assert isinstance(claim, str)
         a, b = first.view(10.0), second.view(10.0)
         assert [c.id for c in a.claims] == [c.id for c in b.claims] == [claim]
