@@ -609,7 +609,7 @@ def _db_path(ns: argparse.Namespace, *, must_exist: bool) -> Path:
 def _workspace(path: Path | None) -> Iterator[Workspace]:
     from .workspace import Workspace
 
-    ws = Workspace(path=path)
+    ws = Workspace(path=path, announce=False)  # the CLI says it in its own words
     try:
         yield ws
     finally:

@@ -160,6 +160,16 @@ class FetchForm:
             style=_DESCRIPTION_STYLE,
             tooltip=f"Parallel workers (the API allows {MAX_WORKERS} concurrent queries)",
         )
+        self.page_size_input = widgets.Text(
+            value="",
+            description="page size",
+            placeholder="the page_size setting (5000)",
+            tooltip="Profiles per page to ask for (at most 10,000): each page is one query",
+            style=_DESCRIPTION_STYLE,
+            layout=widgets.Layout(width="330px"),
+        )
+        self.page_size_input.add_class("mp-form-field-page_size")
+        self._error_labels["page_size"] = _error_label("page_size")
         self.append_input = widgets.Checkbox(
             value=False,
             description="append",
@@ -190,6 +200,7 @@ class FetchForm:
                 *rows,
                 widgets.HBox([self.table_input, self._error_labels[TABLE_FIELD]]),
                 options,
+                widgets.HBox([self.page_size_input, self._error_labels["page_size"]]),
                 widgets.HBox(
                     [self.fetch_button, self.status], layout=widgets.Layout(align_items="center")
                 ),
@@ -199,7 +210,12 @@ class FetchForm:
         )
         self.widget.add_class("mp-fetch-form")
 
-        for field in (*self.fields.values(), self.table_input, self.append_input):
+        for field in (
+            *self.fields.values(),
+            self.table_input,
+            self.append_input,
+            self.page_size_input,
+        ):
             field.observe(self._on_change, names="value")
         self.parallel_input.observe(self._on_parallel, names="value")
         self.fetch_button.on_click(self._on_click)
@@ -259,10 +275,13 @@ class FetchForm:
             "table": self.table_input,
             "parallel": self.parallel_input,
             "workers": self.workers_input,
+            "page_size": self.page_size_input,
             "append": self.append_input,
         }
         for name, value in values.items():
-            if name in options:
+            if name == "page_size":
+                options[name].value = "" if value is None else str(value)
+            elif name in options:
                 options[name].value = value
             elif name in self.fields:
                 self.fields[name].value = self._as_text(value)
@@ -320,10 +339,14 @@ class FetchForm:
         """The request the form's fields describe (the same value the magic and the CLI build)."""
         parallel = bool(self.parallel_input.value)
         append = bool(self.append_input.value)
+        size: Any = self.page_size_input.value.strip() or None  # blank: the setting's default
+        if isinstance(size, str) and size.isdigit():
+            size = int(size)
         return FetchRequest.build(
             table=table,
             parallel=parallel,
             max_workers=int(self.workers_input.value) if parallel else None,
+            page_size=size,
             append=append,
             replace=not append,
             **params,

@@ -22,7 +22,8 @@ import orjson
 from .exceptions import QueryValidationError
 
 MAX_DISTINCT_IDS = 2000
-"""The seeds' limit on distinct_ids per query (the figure is theirs, not Mixpanel's docs)."""
+"""This project's limit on distinct_ids per query (a design choice, not Mixpanel's documentation):
+a longer list is refused with the advice to split it into appends."""
 
 _MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z
 _MAX_ID = 2**63 - 1

@@ -1,7 +1,7 @@
 """The values that cross layers: progress events, fetch results and table metadata.
 
 These are plain frozen dataclasses so they can be passed between threads, compared in tests and
-serialised to the JSON shapes seed 001 documents.
+serialised to the documented JSON result of a fetch.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ WaitReason = Literal["hourly", "concurrent", "retry"]
 
 
 def _iso(value: datetime) -> str:
-    """Seed 001 prints fetched_at as ISO-8601 UTC with a trailing Z."""
+    """fetched_at is printed as ISO-8601 UTC with a trailing Z."""
     text = value.isoformat(timespec="seconds")
     return text.replace("+00:00", "Z")
 
@@ -89,8 +89,8 @@ class ProgressReporter(Protocol):
 
 @dataclass(frozen=True, kw_only=True)
 class _ResultBase:
-    """What every fetch result carries beyond seed 001's fields (keyword-only, so the subclasses
-    keep the seeds' positional fields first)."""
+    """What every fetch result carries beyond its documented fields (keyword-only, so the
+    subclasses keep their documented positional fields first)."""
 
     duration_seconds: float
     fetched_at: datetime
@@ -127,7 +127,7 @@ class _ResultBase:
 
 @dataclass(frozen=True)
 class FetchResult(_ResultBase):
-    """A sequential fetch's outcome (seed 000's FetchResult, with the page bookkeeping added)."""
+    """A sequential fetch's outcome: the table, its rows, and the page bookkeeping."""
 
     table: str
     rows: int
@@ -141,7 +141,9 @@ class FetchResult(_ResultBase):
 
 @dataclass(frozen=True)
 class ParallelProfileFetchResult(_ResultBase):
-    """A parallel fetch's outcome; ``to_dict()`` is seed 001's JSON plus the extra bookkeeping."""
+    """A parallel fetch's outcome; ``to_dict()`` is the fetch result's JSON: table, total_rows,
+    successful_pages, failed_pages, failed_page_indices, duration_seconds, fetched_at,
+    has_failures, then the extra bookkeeping."""
 
     table: str
     total_rows: int
@@ -158,7 +160,8 @@ AnyFetchResult = FetchResult | ParallelProfileFetchResult
 
 @dataclass(frozen=True)
 class TableMetadata:
-    """What a stored table came from and how complete it is (seed 000's fields and more)."""
+    """What a stored table came from and how complete it is: one filter_* field per Engage
+    parameter, the plan, the pages, and where and when its profiles were fetched."""
 
     table: str
     type: Literal["events", "profiles"]

@@ -8,8 +8,10 @@ emulator on loopback, started lazily so importing mp_magic never opens a socket.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
+import sys
 import threading
 import weakref
 from collections.abc import Iterator, Mapping
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
 
     from .budget import BudgetStatus
 
+logger = logging.getLogger("mp_magic")
+
 DEFAULT_EMULATOR_OPTIONS: dict[str, Any] = {"profiles": 5000, "seed": 7, "page_size": 1000}
 """The demo dataset: five pages of realistic profiles, the same on every machine. Like a server
 that ignores the asked page size, it serves 1,000 a page; `emulator={"honor_page_size_param":
@@ -59,6 +63,7 @@ class Workspace:
         settings: Settings | None = None,
         query_budget: str | QueryBudgetSpec | None = None,
         emulator: Mapping[str, Any] | None = None,
+        announce: bool = True,
         **setting_overrides: Any,
     ) -> None:
         if isinstance(setting_overrides.get("secret"), str):  # masked before anything can raise
@@ -83,6 +88,7 @@ class Workspace:
             )
         self._settings = settings
         self._emulator_options = {**DEFAULT_EMULATOR_OPTIONS, **(emulator or {})}
+        self._announce = announce  # front ends that say where profiles come from pass False
         self._emulator: Any = None
         self._path = None if path is None else Path(path)
         self._storage = StorageEngine(self._path, memory_limit=settings.memory_limit)
@@ -165,6 +171,7 @@ class Workspace:
         }
         self._emulator = EngageEmulator(EmulatorConfig(**options))
         self._emulator.start()
+        _say_emulator_once(self._emulator.url, announce=self._announce)
         return settings.with_overrides(
             api_url=self._emulator.url,
             credentials=Credentials(
@@ -266,7 +273,7 @@ class Workspace:
     def stream_profiles(
         self, *, query: EngageQuery | None = None, raw: bool = False, **params: Any
     ) -> Iterator[dict[str, Any]]:
-        """Iterate profiles without storing them (seed 000's stream_profiles)."""
+        """Iterate profiles without storing them: flat rows, or the API's own dicts (``raw``)."""
         resolved = EngageQuery.merged(query, params)
         return FetcherService(self.client, self._storage).stream_profiles(query=resolved, raw=raw)
 
@@ -315,6 +322,23 @@ class Workspace:
             return "Workspace(<not initialised>)"
         where = str(self._path) if self._path else ":memory:"
         return f"Workspace(path={where!r}, source={self.source!r})"
+
+
+_emulator_said = False
+
+
+def _say_emulator_once(url: str, *, announce: bool) -> None:
+    """The Python API says, once per process, that it fell back to the built-in emulator: a log
+    record every time, one line on stderr the first time (a notebook must not be flooded)."""
+    global _emulator_said
+    logger.info("no credentials configured; using the built-in emulator at %s", url)
+    if announce and not _emulator_said:
+        _emulator_said = True
+        print(
+            f"mp_magic: no credentials configured; using the built-in emulator at {url} "
+            "(set MP_USERNAME, MP_SECRET and MP_PROJECT_ID to query Mixpanel)",
+            file=sys.stderr,
+        )
 
 
 def _release(client: MixpanelAPIClient, emulator: Any) -> None:
@@ -385,7 +409,7 @@ def default_workspace() -> Workspace:
             if identity is not None:
                 path = notebook_workspace_path(identity)
                 path.parent.mkdir(parents=True, exist_ok=True)
-            _default = Workspace(path)
+            _default = Workspace(path, announce=False)  # the magics and the form say it
         return _default
 
 

@@ -51,6 +51,8 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("resume-complete", "base", {"resume": True}),
     ("replace", "base", {"replace": True, "cohort_id": 3}),
     ("no-wait", "t_nowait", {"wait_for_budget": False}),
+    ("page-size", "t_ps", {"page_size": 250}),
+    ("page-size-huge", "t_ps2", {"page_size": 20000}),
     ("cohort-and-behaviors", "t_cb", {"cohort_id": 2, "behaviors": BEHAVIOR}),
     ("include-all-users-alone", "t_iau", {"include_all_users": True}),
     ("empty-where", "t_ew", {"where": " "}),
@@ -149,6 +151,7 @@ def via_cli(env: dict[str, str], db: Path, table: str, options: dict[str, Any]) 
 
 
 FORM_OPTIONS = {"parallel": "parallel", "max_workers": "workers", "append": "append"}
+# (the form's page size field is named page_size, like the option)
 
 
 def via_form(ws: Workspace, table: str, options: dict[str, Any]) -> Outcome | None:
@@ -261,3 +264,4 @@ def test_every_front_end_gives_the_same_outcome(
     assert outcomes["include-all-users-alone"] == refused("include_all_users")
     assert outcomes["empty-where"] == refused("where")
     assert outcomes["bad-table"] == refused("table")
+    assert outcomes["page-size-huge"] == refused("page_size")
