@@ -151,17 +151,24 @@ def test_sigint_stops_promptly_and_resume_completes(
 def test_interrupting_a_resume_then_resuming_again(
     make_workspace: MakeWorkspace, parallel: bool
 ) -> None:
-    ws = make_workspace(profiles=PROFILES, page_size=PAGE, latency=0.05)
+    """The last page is held back by the server, so neither the fetch nor the resume can finish
+    before the interrupt: it is sent once enough other pages were served (the emulator's own
+    counter), never raced against a timer."""
+    ws = make_workspace(profiles=PROFILES, page_size=PAGE, latency=0.02)
+    ws.fetch_profiles("warm", distinct_id="user_000001", progress=False)  # emulator started
+    last = PROFILES // PAGE - 1
+    ws.emulator.add_fault(Fault(kind="slow", delay=30.0, pages={last}))
     interrupt_when(
         lambda: ws.fetch_profiles("twice", parallel=parallel, progress=False),
-        lambda: served(ws) >= 4,
+        lambda: served(ws) >= 5,
     )
     resumed_from = served(ws)
     interrupt_when(
-        lambda: ws.resume("twice", progress=False), lambda: served(ws) >= resumed_from + 4
+        lambda: ws.resume("twice", progress=False), lambda: served(ws) >= resumed_from + 3
     )
     assert not mp_threads()
     assert_interrupted_state(ws, "twice")
+    ws.emulator.clear_faults()
     set_latency(ws, 0.0)
     ws.resume("twice", progress=False)
     assert counts(ws, "twice") == (PROFILES, PROFILES)
