@@ -375,15 +375,20 @@ def _from_config_file(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(str(path), f"cannot be read as TOML ({exc})") from None
-    section = data.get("mixpanel", data)
-    if not isinstance(section, dict):
+    raw_section = data.get("mixpanel", data)
+    if isinstance(raw_section, dict) and not isinstance(raw_section.get("secret", ""), str):
+        raise ConfigurationError(f"{path}: secret", "expected text")
+    # the secret is masked before anything else can raise: no traceback's locals may show it
+    section = _mask_secret(dict(raw_section)) if isinstance(raw_section, dict) else None
+    del data, raw_section
+    if section is None:
         raise ConfigurationError(
             str(path), '[mixpanel] must be a table of settings, e.g. [mixpanel] region = "eu"'
         )
     for key, value in section.items():
         if key not in _known_keys():
             raise ConfigurationError(f"{path}: {key}", _unknown_reason(key))
-        if key in ("username", "secret") and not isinstance(value, str):
+        if key == "username" and not isinstance(value, str):
             raise ConfigurationError(f"{path}: {key}", f"expected text, got {type(value).__name__}")
         if key == "project_id":
             _positive_int(f"{path}: project_id", value)
@@ -397,7 +402,7 @@ def _from_config_file(path: Path) -> dict[str, Any]:
             raise ConfigurationError(
                 str(path), f"holds a secret but has mode {mode:04o}; run: chmod 600 {path}"
             )
-    return _mask_secret(dict(section))
+    return section
 
 
 def is_loopback_host(host: str) -> bool:

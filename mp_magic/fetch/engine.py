@@ -309,6 +309,7 @@ class FetchEngine:
             stopped=self._budget_stop.is_set,
             watch=self._check_caller_cancel,
         ).run(pages, first)
+        self._check_caller_cancel()  # set by a callback during the round's last events too
         if self._cancel.is_set():
             raise FetchCancelledError("fetch cancelled; the pages written so far are kept")
         expired = sorted(p for p, o in outcomes.items() if o is Outcome.EXPIRED)
