@@ -14,7 +14,9 @@ workspace is opened.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from ..exceptions import AuthenticationError
@@ -55,7 +57,19 @@ __all__ = [
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one `mp` command and return its exit code (the console script exits with it)."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    code = _run(list(sys.argv[1:] if argv is None else argv))
+    if (
+        code == EXIT_INTERRUPTED
+        and argv is None
+        and threading.current_thread() is threading.main_thread()
+    ):
+        # The program is ending as interrupted and has said how to resume: a further Ctrl-C while
+        # the interpreter shuts down must not turn exit 130 into death by SIGINT.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code
+
+
+def _run(args: list[str]) -> int:
     debug = "--debug" in args
     try:
         if args and args[0] == "emulator":  # its own parser, its own --help

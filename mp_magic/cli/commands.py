@@ -15,6 +15,7 @@ from ..text import one_line
 from .console import out, say
 from .exits import EXIT_INTERRUPTED, EXIT_OK, interrupts
 from .render import columns, render_frame, to_json
+from .sql_output import sql_text
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -31,16 +32,22 @@ def default_db_path() -> Path:
 
 
 def cmd_sql(ns: argparse.Namespace) -> int:
+    if not ns.query.strip():
+        raise ArgumentSpecError(
+            'SQL: is empty; give a statement, e.g. "SELECT count(*) FROM profiles"'
+        )
     db = db_path(ns, must_exist=True)
     with interrupts("interrupted"), open_workspace(db) as ws:
         try:
-            frame = ws.sql(ns.query)
+            text = None if ns.format == "table" else sql_text(ws, ns.query, ns.format)
+            if text is None:
+                text = render_frame(ws.sql(ns.query), ns.format)
         except Exception as exc:
             refused = sql_error(exc)
             if refused is None:
                 raise
             raise ArgumentSpecError(f"SQL: {one_line(refused)}") from exc
-    out(render_frame(frame, ns.format))
+    out(text)
     return EXIT_OK
 
 

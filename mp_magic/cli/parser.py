@@ -95,12 +95,13 @@ def build_parser() -> SpecParser:
     export = commands.add_parser(
         "export",
         help="Export a table to a file.",
-        description="Write a table to PATH: Parquet, CSV or JSON Lines, chosen by the suffix "
-        "(.parquet, .csv, .jsonl or .ndjson; .json is JSON Lines too).",
+        description="Write a table to PATH, in the format its suffix names: .parquet (Parquet), "
+        ".csv (CSV with a header), .jsonl or .ndjson (JSON Lines: one object per line), .json "
+        "(one JSON array of objects).",
     )
     export.add_argument("table", metavar="TABLE", help="The table to export.")
     export.add_argument(
-        "path", metavar="PATH", help="Where to write it (.parquet, .csv or .jsonl)."
+        "path", metavar="PATH", help="Where to write it (.parquet, .csv, .jsonl, .ndjson or .json)."
     )
     add_common(export, formats=None, default_format=None)
     export.set_defaults(handler=cmd_export)
