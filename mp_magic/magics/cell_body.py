@@ -43,9 +43,13 @@ Cell body (%%mp_profiles): one Engage parameter per line, written `name: value`.
   #       a line whose first non-blank character is # is a comment; blank lines are skipped.
           A # later in a line is part of the value (it may be inside a string).
   {name}  in any value (and in any option on the magic line) is taken from the notebook's
-          variables: a value that is exactly {name} passes the object itself (a list of ids, a
-          datetime, a list of behavior dicts); inside longer text it is inserted as text (lists
-          and dicts as JSON). {{name}} is a literal {name}.
+          variables, always as data: a value that is exactly {name} passes the object itself (a
+          list of ids, a datetime, a list of behavior dicts, a where expression in a string).
+          Inside a longer value it is written as a literal: in where, "{name}" inside quotes is
+          escaped for that string and a bare {name} becomes a quoted string, a number, a boolean
+          or a [list]; in JSON it is JSON. A variable that is None, or a value that has no
+          sensible literal there (a dict outside JSON, a DataFrame, bytes), is refused.
+          {{name}} is a literal {name}. An empty id list is written [] (or an empty list variable).
 
 Options that are not Engage parameters (--parallel, --workers, --table, --append, --resume, ...)
 stay on the magic line. A parameter goes either on the line or in the body, not both.

@@ -29,7 +29,7 @@ from IPython.core.magic import (
 from traitlets import Bool, Dict, Integer, Unicode
 
 from ..display import install_formatter, literal_dollars
-from ..exceptions import ConfigurationError, MpMagicError
+from ..exceptions import ConfigurationError, MpMagicError, QueryValidationError
 from ..text import one_line
 from .cell_body import BodyValue
 from .parsing import (
@@ -231,12 +231,17 @@ class MpMagic(Magics):
                 "%mp_export: give TABLE and PATH, e.g. %mp_export profiles profiles.parquet"
             )
         namespaces = self.namespaces(local_ns)
-        table = substitute(tokens[0], namespaces)
-        path = substitute(tokens[1], namespaces)
+        try:
+            table = substitute(tokens[0], namespaces, option="TABLE")
+            path = substitute(tokens[1], namespaces, option="PATH")
+        except QueryValidationError as exc:
+            raise UsageError(one_line(f"{exc.parameter}: {exc.reason}")) from None
         if not isinstance(table, str):
             raise UsageError(f"TABLE: expected a table name, got {type(table).__name__}")
         if not isinstance(path, str | Path):
             raise UsageError(f"PATH: expected a file path, got {type(path).__name__}")
+        if not str(path).strip():
+            raise UsageError("PATH: is empty; give the file to write, e.g. profiles.parquet")
         ws = self.workspace()
         try:
             written = ws.export(name_check(table, "TABLE"), Path(path).expanduser())

@@ -17,7 +17,7 @@ from IPython.core.error import UsageError
 from .. import argspec
 from ..exceptions import InvalidTableNameError, MpMagicError
 from ..query import engage_params
-from ..request import DEFAULT_TABLE, FetchRequest
+from ..request import DEFAULT_TABLE, FetchRequest, fetch_options
 from ..text import one_line
 from .cell_body import BodyValue, parse_cell_body
 from .parsing import HELP_TOKENS, error_line, split_line
@@ -71,9 +71,11 @@ def run_profiles(
             )
         raw = on_line if on_line is not None else (body[name].value if name in body else None)
         if raw is not None:
-            params[name] = substitute(raw, namespaces)
+            params[name] = substitute(raw, namespaces, option=name)
 
-    table_option = substitute(ns.table, namespaces) if ns.table is not None else None
+    table_option = (
+        substitute(ns.table, namespaces, option="table") if ns.table is not None else None
+    )
     if table_option is not None and not isinstance(table_option, str):
         raise UsageError(f"--table: expected a name, got {type(table_option).__name__}")
     table = table_option if table_option is not None else (dest or DEFAULT_TABLE)
@@ -81,7 +83,10 @@ def run_profiles(
     # A re-run cell replaces its table (unless it appends or resumes): notebooks are re-run.
     replace = bool(ns.replace or not (ns.append or ns.resume))
     try:
-        options = argspec.fetch_option_values(ns, lambda v: substitute(v, namespaces))
+        for name, declared in fetch_options():  # {name} in a value-taking option, checked as data
+            if declared.flag and declared.kind != "flag" and getattr(ns, name, None) is not None:
+                setattr(ns, name, substitute(getattr(ns, name), namespaces, option=name))
+        options = argspec.fetch_option_values(ns)
         if options["max_workers"] is None and ns.parallel:
             options["max_workers"] = magic.workers  # %config MpMagic.workers
         options.update(replace=replace, progress=False)
