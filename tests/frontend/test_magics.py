@@ -300,7 +300,11 @@ BAD = [
     ("--resume --table missing", None, "--resume: no table or interrupted fetch named 'missing'"),
     ("--resume --append", None, "--resume: cannot be combined with --append"),
     ("--resume --where x", None, "--where: --resume continues the table's stored query"),
-    ("--distinct-ids {undefined_var}", None, "--distinct-ids: {undefined_var}: no variable named undefined_var"),
+    (
+        "--distinct-ids {undefined_var}",
+        None,
+        "--distinct-ids: {undefined_var}: no variable named undefined_var",
+    ),
     ("--where x", "where: y\n", "--where: given both on the magic line and in the cell body"),
     ("", "colour: red\n", "cell line 1: unknown parameter `colour`"),
     ("", "where: a\nwhere: b\n", "cell line 2: `where` is given twice"),
