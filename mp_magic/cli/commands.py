@@ -154,6 +154,11 @@ def db_path(ns: argparse.Namespace, *, must_exist: bool) -> Path:
         if not must_exist:
             path.parent.mkdir(parents=True, exist_ok=True)
     else:
+        if not ns.db.strip():  # `--db "$DB"` with DB unset must not mean the current folder
+            raise ArgumentSpecError(
+                "--db: is empty (an unset variable?); give a file like ~/mp.duckdb, or leave "
+                f"--db out for the default ({default_db_path()})"
+            )
         path = Path(ns.db).expanduser()
         if path.is_dir():
             raise ArgumentSpecError(

@@ -44,6 +44,15 @@ def test_empty_ids_text_is_refused_not_select_nothing(
     assert snapshot(db) == before and requests_seen(emu) == sent
 
 
+@pytest.mark.parametrize("command", [["fetch", "profiles"], ["sql", "SELECT 1"], ["tables"]])
+def test_empty_db_path_is_refused_not_the_current_folder(
+    tmp_path: Path, command: list[str]
+) -> None:
+    run = run_mp(*command, "--db", "", env=base_env(tmp_path))
+    assert run.code == 3, run
+    assert run.stderr_lines == [run.stderr_lines[0]] and "--db: is empty" in run.stderr, run
+
+
 def test_explicit_empty_id_list_still_selects_nothing(
     tmp_path: Path, emulator_factory: Callable[..., Any]
 ) -> None:
