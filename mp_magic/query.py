@@ -100,7 +100,11 @@ def _positive_int(name: str, raw: Any) -> int:
     return raw
 
 
-def _split_list(name: str, raw: Any) -> list[Any]:
+def _split_list(name: str, raw: Any, *, ordered: bool) -> list[Any]:
+    """The entries of a list parameter. Empty text is refused (an unset shell variable must not
+    become "none"); only an explicit ``[]`` or an empty Python list is an empty list. Objects that
+    are not a plain sequence of values (a mapping, a DataFrame, bytes; a set where order matters)
+    are refused rather than iterated."""
     if isinstance(raw, bytes | bytearray | memoryview):
         raise QueryValidationError(name, "got bytes; pass text (decode it) or a list of strings")
     if isinstance(raw, str):
@@ -117,16 +121,34 @@ def _split_list(name: str, raw: Any) -> list[Any]:
             if not isinstance(parsed, list):
                 raise QueryValidationError(name, "expected a JSON array")
             return parsed
-        return [part for part in re.split(r"[,\n]", text) if part.strip()]
-    if isinstance(raw, Mapping) or not isinstance(raw, Iterable):
+        parts = [part for part in re.split(r"[,\n]", text) if part.strip()]
+        if not parts:
+            raise QueryValidationError(
+                name,
+                f"is empty text ({raw!r}: an unset variable?); give at least one value, or write "
+                "[] for an explicitly empty list",
+            )
+        return parts
+    if (
+        isinstance(raw, Mapping)
+        or not isinstance(raw, Iterable)
+        or hasattr(raw, "columns")  # a DataFrame iterates over its column names
+        or getattr(raw, "ndim", 1) != 1
+    ):
         raise QueryValidationError(name, f"expected a list of strings, got {type(raw).__name__}")
+    if isinstance(raw, set | frozenset):
+        if ordered:
+            raise QueryValidationError(
+                name, "got a set, which has no order; pass a list so the order is yours"
+            )
+        return sorted(raw, key=str)
     return list(raw)
 
 
-def _string_tuple(name: str, raw: Any) -> tuple[str, ...]:
+def _string_tuple(name: str, raw: Any, *, ordered: bool = True) -> tuple[str, ...]:
     items: list[str] = []
     seen: set[str] = set()
-    for item in _split_list(name, raw):
+    for item in _split_list(name, raw, ordered=ordered):
         if isinstance(item, bool) or not isinstance(item, str | int):
             raise QueryValidationError(name, f"every entry must be text, got {type(item).__name__}")
         text = str(item).strip()
@@ -150,7 +172,7 @@ def _output_properties(name: str, raw: Any) -> tuple[str, ...]:
 
 
 def _distinct_ids(name: str, raw: Any) -> tuple[str, ...]:
-    value = _string_tuple(name, raw)
+    value = _string_tuple(name, raw, ordered=False)  # a set of ids selects the same profiles
     if len(value) > MAX_DISTINCT_IDS:
         raise QueryValidationError(
             name,

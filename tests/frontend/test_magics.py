@@ -7,12 +7,14 @@ emulator; ``%config MpMagic.emulator`` keeps its dataset small so every test is 
 from __future__ import annotations
 
 import _thread
+import shlex
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 import pytest
 from IPython.core.error import UsageError
@@ -246,7 +248,7 @@ def test_braces_take_values_from_the_notebook(ip: InteractiveShell) -> None:
     requests_before = requests(ws)
     with pytest.raises(UsageError) as info:
         run(ip, "%mp_profiles x --distinct-ids {nope}")
-    assert str(info.value) == "`{nope}`: no variable named nope in the notebook"
+    assert str(info.value) == "--distinct-ids: {nope}: no variable named nope in the notebook"
     assert requests(ws) == requests_before and "x" not in ws.tables()
 
 
@@ -298,7 +300,11 @@ BAD = [
     ("--resume --table missing", None, "--resume: no table or interrupted fetch named 'missing'"),
     ("--resume --append", None, "--resume: cannot be combined with --append"),
     ("--resume --where x", None, "--where: --resume continues the table's stored query"),
-    ("--distinct-ids {undefined_var}", None, "`{undefined_var}`: no variable named undefined_var"),
+    (
+        "--distinct-ids {undefined_var}",
+        None,
+        "--distinct-ids: {undefined_var}: no variable named undefined_var",
+    ),
     ("--where x", "where: y\n", "--where: given both on the magic line and in the cell body"),
     ("", "colour: red\n", "cell line 1: unknown parameter `colour`"),
     ("", "where: a\nwhere: b\n", "cell line 2: `where` is given twice"),
@@ -586,3 +592,91 @@ def test_parse_cell_body_grammar() -> None:
     query = EngageQuery.build(**{k: v.value for k, v in body.items()})
     assert query.distinct_ids == ("x", "y", "z")
     assert parse_cell_body("") == {} and parse_cell_body("# only\n\n") == {}
+
+
+# -- trust: an odd value never silently means something else ---------------------------------------
+
+
+def _refusal(ip: InteractiveShell, line: str, cell: str | None = None) -> str:
+    ws = ws_of(ip)
+    sent, tables = requests(ws), set(ws.tables())
+    with pytest.raises(UsageError) as info:
+        if cell is None:
+            ip.run_line_magic("mp_profiles", line)
+        else:
+            ip.run_cell_magic("mp_profiles", line, cell)
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert requests(ws) == sent and set(ws.tables()) == tables  # nothing sent, nothing written
+    return message
+
+
+def test_a_none_variable_is_refused_for_every_option(ip: InteractiveShell) -> None:
+    ip.user_ns["v"] = None
+    for option in ("--distinct-ids", "--where", "--table", "--workers", "--cohort-id"):
+        message = _refusal(ip, f"-q {option} {{v}}")
+        assert message.startswith(f"{option}: {{v}} is None"), message
+    message = _refusal(ip, "-q", "distinct_ids: {v}\n")
+    assert message.startswith("`distinct_ids:` (cell line 1): {v} is None"), message
+    message = _refusal(ip, "-q --where 'properties[\"plan\"] == {v}'")
+    assert message.startswith("--where: {v} is None"), message
+    assert "profiles" not in ws_of(ip).tables()  # --table {v} did not fall back to `profiles`
+
+
+def test_empty_id_text_is_refused_but_an_empty_list_selects_nothing(
+    ip: InteractiveShell,
+) -> None:
+    ip.run_line_magic("mp_profiles", "kept -q")
+    rows = len(ws_of(ip).table("kept"))
+    ip.user_ns.update(blank="", none_ids=[])
+    for line in ("kept -q --replace --distinct-ids ''", "kept -q --replace --distinct-ids {blank}"):
+        assert _refusal(ip, line).startswith("--distinct-ids: is empty"), line
+    assert _refusal(ip, "kept -q --replace", "distinct_ids:\n").startswith("`distinct_ids:`")
+    assert len(ws_of(ip).table("kept")) == rows  # the table was not swapped for an empty one
+    sent = requests(ws_of(ip))
+    for line in ("kept -q --distinct-ids {none_ids}", "kept -q --distinct-ids '[]'"):
+        ip.run_line_magic("mp_profiles", line)
+        assert len(ws_of(ip).table("kept")) == 0
+    assert requests(ws_of(ip)) == sent
+
+
+def test_values_without_a_sensible_meaning_are_refused_not_coerced(ip: InteractiveShell) -> None:
+    ip.user_ns.update(
+        frame=pd.DataFrame({"distinct_id": ["user_000001"]}),
+        mapping={"user_000001": 1},
+        raw=b"user_000001",
+        unordered={"$email", "plan"},
+    )
+    assert "DataFrame" in _refusal(ip, "-q --distinct-ids {frame}")
+    assert "dict" in _refusal(ip, "-q --distinct-ids {mapping}")
+    assert "bytes" in _refusal(ip, "-q --distinct-ids {raw}")
+    assert "set" in _refusal(ip, "-q --output-properties {unordered}")
+    assert "dict" in _refusal(ip, "-q --distinct-id 'user_{mapping}'")
+    assert "DataFrame" in _refusal(ip, '-q --where \'properties["plan"] == "{frame}"\'')
+    assert "dict" in _refusal(ip, "-q --where 'properties[\"plan\"] == {mapping}'")
+
+
+def test_substituted_text_in_where_is_data_not_code(ip: InteractiveShell) -> None:
+    ws = ws_of(ip)
+    ip.run_line_magic("mp_profiles", "everyone -q")
+    name = str(ws.sql("SELECT properties->>'$.\"$name\"' AS n FROM everyone LIMIT 1")["n"][0])
+    truth = expected(ws, where=f'properties["$name"] == {orjson.dumps(name).decode()}')
+    attack = 'x" or true or "'
+    ip.user_ns.update(attack=attack, name=name, names=[name, 'no"body'], quoted="it's")
+    cases = {
+        'properties["$name"] == "{attack}"': 0,  # would have been every profile
+        'properties["$name"] == {attack}': 0,
+        "properties['$name'] == '{attack}'": 0,
+        "properties['$name'] == '{quoted}'": 0,
+        'properties["$name"] == "{name}"': len(truth),
+        'properties["$name"] == {name}': len(truth),
+        'properties["$name"] in {names}': len(truth),
+    }
+    for where, rows in cases.items():
+        ip.run_line_magic("mp_profiles", f"-q --table t --where {shlex.quote(where)}")
+        assert len(ws.table("t")) == rows, where
+    meta = ws.metadata("t")
+    assert (
+        meta.filter_where == f'properties["$name"] in [{orjson.dumps(name).decode()}, "no\\"body"]'
+    )
+    assert len(truth) >= 1
