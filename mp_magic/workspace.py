@@ -413,6 +413,12 @@ def default_workspace() -> Workspace:
         return _default
 
 
+def current_default() -> Workspace | None:
+    """The kernel's Workspace if one was created (None: not yet)."""
+    with _default_lock:
+        return _default
+
+
 def set_default_workspace(workspace: Workspace | None) -> None:
     """Replace the kernel's Workspace (the magic does this when its settings change)."""
     global _default

@@ -33,6 +33,7 @@ from ..exceptions import ConfigurationError, MpMagicError, QueryValidationError
 from ..text import one_line
 from .cell_body import BodyValue
 from .parsing import (
+    SETTING_TRAIT_NAMES,
     SETTING_TRAITS,
     build_profiles_parser,
     error_line,
@@ -53,6 +54,16 @@ LINE_MAGICS = ("mp_profiles", "mp_sql", "mp_export", "mp_tables", "mp_budget", "
 CELL_MAGICS = ("mp_profiles", "mp_sql")
 
 
+def _setting_trait(name: str) -> Any:
+    """A ``%config MpMagic.<name>`` trait for a setting, described by its declaration."""
+    from ..config import setting_specs
+
+    spec = dict(setting_specs())[name]
+    return Unicode(
+        None, allow_none=True, help=f"{spec.help} (None: {spec.env}, else the default)."
+    ).tag(config=True)
+
+
 @magics_class
 class MpMagic(Magics):
     """Mixpanel profiles in the notebook. Settings: ``%config MpMagic.workers = 3`` and so on."""
@@ -63,17 +74,16 @@ class MpMagic(Magics):
         help="Parallel workers for --parallel fetches (the API allows 5; more are capped).",
     ).tag(config=True)
     progress = Bool(True, help="Show a progress bar while fetching.").tag(config=True)
-    region = Unicode(
-        None, allow_none=True, help="Mixpanel region: us, eu or in (None: MP_REGION or us)."
-    ).tag(config=True)
     workspace_path = Unicode(
-        None, allow_none=True, help="DuckDB file for the tables (None: in memory)."
-    ).tag(config=True)
-    query_budget = Unicode(
         None,
         allow_none=True,
-        help='Query budget "QUERIES/SECONDS", e.g. "60/3600" (None: MP_QUERY_BUDGET or 60/3600).',
+        help="DuckDB file for the tables (None: the notebook's own file, or memory outside one).",
     ).tag(config=True)
+    region = _setting_trait("region")
+    query_budget = _setting_trait("query_budget")
+    page_size = _setting_trait("page_size")
+    max_age = _setting_trait("max_age")
+    count_pages = _setting_trait("count_pages")
     emulator = Dict(
         default_value={},
         help='Options for the built-in emulator used without credentials, e.g. {"profiles": 500}.',
@@ -87,16 +97,19 @@ class MpMagic(Magics):
 
     # -- the kernel's workspace ----------------------------------------------------------------
 
+    def _settings(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in SETTING_TRAIT_NAMES}
+
     def _settings_key(self) -> tuple[Any, ...]:
         emulator = tuple(sorted((str(k), repr(v)) for k, v in self.emulator.items()))
-        return (self.workspace_path, self.region, self.query_budget, emulator)
+        return (self.workspace_path, *self._settings().values(), emulator)
 
     def workspace(self) -> Workspace:
         """The kernel's default Workspace; a new one when the magic's settings changed."""
         from ..workspace import Workspace, default_workspace, set_default_workspace
 
         key = self._settings_key()
-        unset = (None, None, None, ())
+        unset = (None,) * (1 + len(SETTING_TRAIT_NAMES)) + ((),)
         if (self._ws_key is None and key == unset) or key == self._ws_key:
             try:
                 ws = default_workspace()
@@ -104,12 +117,21 @@ class MpMagic(Magics):
                 raise UsageError(error_line(exc)) from None
             self._ws_key = key
             return ws
+        from .. import workspace as workspace_module
+
+        identity = workspace_module.notebook_identity()
+        path = self.workspace_path or (
+            workspace_module.notebook_workspace_path(identity) if identity else None
+        )
+        previous, self._owned = workspace_module.current_default(), None
+        if previous is not None:  # one engine per file: release the old one before reopening
+            previous.close()
         try:
             ws = Workspace(
-                self.workspace_path,
-                region=self.region,
-                query_budget=self.query_budget,
+                path,
                 emulator=dict(self.emulator) or None,
+                announce=False,  # the summary line says where profiles come from
+                **self._settings(),
             )
         except ConfigurationError as exc:
             trait = SETTING_TRAITS.get(exc.setting)
@@ -122,11 +144,9 @@ class MpMagic(Magics):
             raise UsageError(error_line(exc)) from None
         except MpMagicError as exc:
             raise UsageError(error_line(exc)) from None
-        previous, self._owned = self._owned, ws
+        self._owned = ws
         set_default_workspace(ws)
         self._ws_key = key
-        if previous is not None:  # ours, and replaced by new settings: release its file/emulator
-            previous.close()
         return ws
 
     def namespaces(self, local_ns: Mapping[str, Any] | None) -> tuple[Mapping[str, Any], ...]:

@@ -73,7 +73,19 @@ def build_profiles_parser() -> SpecParser:
 _HELP_TOKENS = {"-h", "--help"}
 
 
-SETTING_TRAITS = {"MP_QUERY_BUDGET": "query_budget", "MP_REGION": "region"}
+SETTING_TRAIT_NAMES = ("region", "query_budget", "page_size", "max_age", "count_pages")
+"""Settings a notebook may change with ``%config MpMagic.<name>``; each trait's help comes from
+the setting's own declaration (`mp_magic.config.Settings`)."""
+
+
+def _env_of(name: str) -> str:
+    from ..config import setting_specs
+
+    return dict(setting_specs())[name].env
+
+
+SETTING_TRAITS = {_env_of(name): name for name in SETTING_TRAIT_NAMES}
+"""The environment name of each of those settings → its trait (to name it in errors)."""
 
 
 def error_line(exc: BaseException, *, body: Mapping[str, BodyValue] | None = None) -> str:

@@ -81,7 +81,7 @@ def run_profiles(
     table = table_option if table_option is not None else (dest or DEFAULT_TABLE)
 
     # A re-run cell replaces its table (unless it appends or resumes): notebooks are re-run.
-    replace = bool(ns.replace or not (ns.append or ns.resume))
+    replace = bool(ns.replace or not (ns.append or ns.resume or ns.update))
     try:
         for name, declared in fetch_options():  # {name} in a value-taking option, checked as data
             if declared.flag and declared.kind != "flag" and getattr(ns, name, None) is not None:
@@ -115,7 +115,9 @@ def run_profiles(
     frame = ws.table(table)
     if dest is not None:
         magic.assign(dest, frame)
-    if not quiet:
+    if not quiet and result.note:  # answered from the table, an update, nothing to resume
+        print(result.note)
+    elif not quiet:
         mode = request.mode
         if mode == "replace" and table.lower() not in before:
             mode = "create"
@@ -123,6 +125,11 @@ def run_profiles(
             summary_line(
                 result, table=table, mode=mode, table_rows=len(frame), emulator=ws.using_emulator
             )
+        )
+    if not quiet and ws.path is None and not before:
+        print(
+            "tables are in memory and go with the kernel; keep them with "
+            "%config MpMagic.workspace_path = 'tables.duckdb'"
         )
     if quiet and dest is not None:
         return None

@@ -61,6 +61,8 @@ def base_env(home: Path) -> dict[str, str]:
     # Real retries, short waits: the retry policy itself is timed in tests/client.
     env["MP_BACKOFF_BASE"] = "0.02"
     env["MP_BACKOFF_CAP"] = "0.1"
+    # Tests fetch the same query twice on purpose: reuse is off unless a test turns it on.
+    env["MP_MAX_AGE"] = "0"
     return env
 
 

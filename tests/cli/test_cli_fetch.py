@@ -381,3 +381,33 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path, emulator_factory: Any) 
     assert "done" in progress and ("1,000" in progress or "1000" in progress), progress
     assert CANARY not in progress
     assert proc.stdout.decode().lstrip().startswith("{")  # stdout is still clean JSON
+
+
+def test_reuse_and_update_through_the_cli(tmp_path: Path, emulator_factory: Any) -> None:
+    """The same query within --max-age spends no query; --update fetches only what changed."""
+    emu = emulator_factory(profiles=900, page_size=100)
+    env = {**emulator_env(tmp_path, emu), "MP_MAX_AGE": "24h"}
+    db = str(tmp_path / "w.duckdb")
+    first = run_mp("fetch", "profiles", "people", "--db", db, env=env)
+    assert first.code == 0, first
+    before = emu.stats.requests
+    again = run_mp("fetch", "profiles", "people", "--db", db, env=env)
+    assert again.code == 0 and emu.stats.requests == before, again
+    assert again.json()["reused"] is True and "no query spent" in again.json()["note"]
+    forced = run_mp(
+        "fetch", "profiles", "people", "--replace", "--max-age", "0", "--db", db, env=env
+    )
+    assert forced.code == 0 and emu.stats.requests > before, forced
+
+    emu.advance(2 * 86400)
+    emu.touch(40)
+    before = emu.stats.requests
+    update = run_mp("fetch", "profiles", "people", "--update", "--db", db, env=env)
+    assert update.code == 0, update
+    assert emu.stats.requests - before <= 2  # 40 changed profiles fit one page (plus the end)
+    assert "updated table people" in update.json()["note"]
+    assert _count(db, "people", env) == 900
+    refused = run_mp(
+        "fetch", "profiles", "people", "--update", "--where", "true", "--db", db, env=env
+    )
+    assert refused.code == 3 and refused.stderr_lines[0].startswith("mp: --where"), refused
