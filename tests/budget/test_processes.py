@@ -7,6 +7,7 @@ their stdin once each says it is ready; the crash test kills a worker that annou
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -164,3 +165,29 @@ def test_a_killed_process_on_another_machine_loses_its_claims_when_the_lease_end
     # ...and then the others go on: every profile once, no query before the claims expired.
     check_profiles(emu, reports)
     assert min(r["finished"] for r in reports) >= lease_end
+
+
+def test_the_mp_binary_and_python_workers_share_the_budget(emu: Any, tmp_path: Path) -> None:
+    """A cron job's `mp fetch profiles` and two notebooks' workers at once, on one machine."""
+    import subprocess
+    import sys
+
+    env = worker_env(base_env(emu))
+    cli_env = {**env, "MP_MAX_AGE": "0", "MP_PAGE_SIZE": str(PAGE_SIZE)}
+    db = str(tmp_path / "cron.duckdb")
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "mp_magic.cli", "fetch", "profiles", "cron", "-p", "-q", "--db", db],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    reports = run_fetchers([env] * 2, PAGES)
+    out, err = cli.communicate(timeout=240)
+    assert cli.returncode == 0, err
+    result = json.loads(out)
+    assert result["total_rows"] == PAGES * PAGE_SIZE and not result["has_failures"]
+    expected = sorted(p["$distinct_id"] for p in emu.expected_profiles(EngageQuery().to_form()))
+    for report in reports:
+        assert sorted(report["ids"]) == expected
+    assert emu.stats.rate_limited <= 3  # the three processes paced as one
