@@ -115,6 +115,29 @@ def test_update_fetches_only_what_changed_and_equals_a_full_fetch(
             same_values(ws.table("people"), fresh.table("people"))
 
 
+def test_update_of_a_partial_table_is_refused(emulator: Any, tmp_path: Path) -> None:
+    from mp_magic.emulator import Fault
+
+    with open_ws(emulator, tmp_path / "w.duckdb", max_attempts=1) as ws:
+        emulator.add_fault(Fault(kind="status", status=500, pages={1}, times=1))
+        assert ws.fetch_profiles("people", progress=False).status == "partial"
+        before = requests(emulator)
+        with pytest.raises(QueryValidationError, match="resume"):
+            ws.update("people", progress=False)
+        assert requests(emulator) == before
+
+
+def test_a_new_fetch_says_it_discards_an_unfinished_one(emulator: Any, tmp_path: Path) -> None:
+    from mp_magic.emulator import Fault
+    from mp_magic.exceptions import MpMagicWarning
+
+    with open_ws(emulator, tmp_path / "w.duckdb", max_attempts=1) as ws:
+        emulator.add_fault(Fault(kind="status", status=500, pages={3}, times=1))
+        ws.fetch_profiles("people", progress=False)  # partial: pages 0-2 and 4-11 written
+        with pytest.warns(MpMagicWarning, match="discards them"):
+            ws.fetch_profiles("people", replace=True, progress=False)
+
+
 @pytest.mark.parametrize(
     "setup,message",
     [
@@ -179,6 +202,18 @@ def test_the_notebook_keeps_its_tables_across_a_restart(
         assert child.returncode != 0 and "WorkspaceLockedError" in last
         assert f"PID {os.getpid()}" in last, last
         assert len(shell.user_ns["people"]) == PROFILES  # nothing corrupted
+
+        # the server's clock moves on: K profiles seen again, M new ones; the magic's --update
+        emulator.advance(2 * 86400)
+        touched, added = emulator.touch(120), emulator.add_profiles(30)
+        before = requests(emulator)
+        shell.run_line_magic("mp_profiles", "people --update -q")
+        spent = requests(emulator) - before
+        assert spent <= math.ceil((len(touched) + len(added)) / PAGE) + 1
+        updated = workspace_module.default_workspace().table("people")
+        with open_ws(emulator) as fresh:
+            fresh.fetch_profiles("people", progress=False)
+            same_values(updated, fresh.table("people"))
     finally:
         current = workspace_module._default
         set_default_workspace(previous)
