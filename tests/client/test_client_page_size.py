@@ -54,7 +54,9 @@ def test_page_size_is_sent_as_a_form_field(emulator_factory: Any) -> None:
 def test_export_yields_every_profile_once_whatever_the_server_serves(
     honoured: bool, asked: int, emulator_factory: Any, client_factory: Any
 ) -> None:
-    emu = emulator_factory(profiles=2300, page_size=300, honor_page_size_param=honoured)
+    emu = emulator_factory(
+        profiles=2300, page_size=300, honor_page_size_param=honoured, max_page_size=300
+    )
     client = client_factory(emu)
     served_sizes: list[int] = []
     first = client.query_engage_page(0, page_size=asked)
