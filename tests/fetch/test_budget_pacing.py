@@ -33,11 +33,14 @@ def test_fetch_several_windows_long_completes_by_pacing(
     result = ws.fetch_profiles("long", parallel=parallel, progress=TextProgress(stream=stream))
     assert not result.has_failures and result.successful_pages == 14
     assert ids_in(ws, "long") == expected_ids(ws)  # every profile exactly once
-    assert result.waited_seconds >= 2.0  # at least the three window turns, give or take margins
+    # Never faster than the budget allows (three window turns after the first four queries),
+    # whatever the machine's speed: a slow machine needs less waiting, never less time.
+    assert result.duration_seconds >= 2.9
     assert ws.metadata("long").waited_seconds == pytest.approx(result.waited_seconds, abs=0.01)
     assert ws.emulator.stats.rate_limited <= 1  # pacing, not retrying, does the work
     text = stream.getvalue()
-    assert "waiting" in text and "query budget" in text  # the wait is shown, as its own line
+    if result.waited_seconds > 0:
+        assert "waiting" in text and "query budget" in text  # the wait is shown, as its own line
     assert "done: 14 pages" in text
 
 
