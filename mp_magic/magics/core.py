@@ -28,6 +28,7 @@ from IPython.core.magic import (
 )
 from traitlets import Bool, Dict, Integer, Unicode
 
+from ..config import Settings
 from ..display import install_formatter, literal_dollars
 from ..exceptions import ConfigurationError, MpMagicError, QueryValidationError
 from ..text import one_line
@@ -123,16 +124,8 @@ class MpMagic(Magics):
         path = self.workspace_path or (
             workspace_module.notebook_workspace_path(identity) if identity else None
         )
-        previous, self._owned = workspace_module.current_default(), None
-        if previous is not None:  # one engine per file: release the old one before reopening
-            previous.close()
-        try:
-            ws = Workspace(
-                path,
-                emulator=dict(self.emulator) or None,
-                announce=False,  # the summary line says where profiles come from
-                **self._settings(),
-            )
+        try:  # the new settings are checked first: a wrong one leaves the workspace as it was
+            settings = Settings.load(**self._settings())
         except ConfigurationError as exc:
             trait = SETTING_TRAITS.get(exc.setting)
             if trait is not None and getattr(self, trait) is not None:
@@ -142,6 +135,19 @@ class MpMagic(Magics):
                     )
                 ) from None
             raise UsageError(error_line(exc)) from None
+        except MpMagicError as exc:
+            raise UsageError(error_line(exc)) from None
+        previous = workspace_module.current_default()
+        same_file = previous is not None and path is not None and previous.path == path
+        if previous is not None and (same_file or previous is self._owned):
+            previous.close()  # one engine per file; and ours, replaced, releases its emulator
+        try:
+            ws = Workspace(
+                path,
+                settings=settings,
+                emulator=dict(self.emulator) or None,
+                announce=False,  # the summary line says where profiles come from
+            )
         except MpMagicError as exc:
             raise UsageError(error_line(exc)) from None
         self._owned = ws
