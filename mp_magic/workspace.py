@@ -24,6 +24,7 @@ from .config import Credentials, QueryBudgetSpec, Secret, Settings
 from .display import literal_dollars
 from .exceptions import ConfigurationError, TableNotFoundError, TableRequiredError
 from .fetch import FetcherService
+from .fetch.engine import is_interrupt
 from .query import EngageQuery
 from .request import DEFAULT_TABLE, FetchRequest
 from .reuse import answer_from_table, nothing_to_resume, plan_update, record_update
@@ -191,6 +192,15 @@ class Workspace:
         `retry_failed_pages` fetches them again. Resuming a table that is complete spends no query
         and returns a result that says so (``note``).
         """
+        try:
+            return self._fetch(request)
+        except BaseException as exc:
+            if is_interrupt(exc) and not isinstance(exc, KeyboardInterrupt):
+                raise KeyboardInterrupt from None  # Ctrl-C inside a DuckDB statement
+            raise
+
+    def _fetch(self, request: FetchRequest) -> AnyFetchResult:
+        """What `fetch` does, with DuckDB's own interrupt errors left to `fetch` to translate."""
         if request.resume:
             done = nothing_to_resume(self._storage, request)
             if done is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -76,9 +77,9 @@ class FetchEngine:
         self._client = client
         self._storage = storage
         self._request = request
-        # Our own stop: setting it also abandons the requests in flight (their sockets are shut).
-        # A caller's CancelEvent sets it directly; a plain threading.Event is watched between
-        # pages (`_check_caller_cancel`), since it cannot reach a request that is waiting.
+        # Our own stop (Ctrl-C, an error, a caller's CancelEvent): setting it also abandons the
+        # requests in flight (their sockets are shut). A caller's plain threading.Event ends the
+        # waits and stops new pages, but lets the pages in flight land: their queries are spent.
         parent = request.cancel if isinstance(request.cancel, CancelEvent) else None
         self._cancel = CancelEvent(*([parent] if parent is not None else []))
         self._caller_cancel = request.cancel if parent is None else None
@@ -90,11 +91,13 @@ class FetchEngine:
         self._query = request.query
         self._parallel = request.is_parallel
         self._budget_stop = CancelEvent()  # --no-wait: the hourly budget would pause us
-        self._request_cancel = (
+        hard = (
             self._cancel
             if request.wait_for_budget
             else CancelEvent(self._cancel, self._budget_stop)
         )
+        self._stop = _CallerStop(self._cancel, self._caller_cancel)  # is the fetch to stop?
+        self._request_cancel = _CallerStop(hard, self._caller_cancel)
         self._first: Fetched | None = None  # page 0, fetched but not yet written (parallel)
 
     # -- the whole fetch -----------------------------------------------------------------------
@@ -305,12 +308,10 @@ class FetchEngine:
             fetch_page=self._fetch_page,
             transform=self._transform,
             pump=self._pump,
-            cancel=self._cancel,
+            cancel=self._stop,
             stopped=self._budget_stop.is_set,
-            watch=self._check_caller_cancel,
         ).run(pages, first)
-        self._check_caller_cancel()  # set by a callback during the round's last events too
-        if self._cancel.is_set():
+        if self._stop.is_set():  # a caller's stop set by a callback during the last events too
             raise FetchCancelledError("fetch cancelled; the pages written so far are kept")
         expired = sorted(p for p, o in outcomes.items() if o is Outcome.EXPIRED)
         deferred = sorted(p for p, o in outcomes.items() if o is Outcome.DEFERRED)
@@ -321,8 +322,7 @@ class FetchEngine:
 
     def _run_inline(self, pages: list[int]) -> list[int]:
         for position, page in enumerate(pages):
-            self._check_caller_cancel()
-            if self._cancel.is_set():
+            if self._stop.is_set():
                 raise FetchCancelledError("fetch cancelled")
             if self._budget_stop.is_set():
                 self._defer(pages[position:])
@@ -332,7 +332,7 @@ class FetchEngine:
             except SessionExpired:
                 return pages[position:]
             except FetchCancelledError:
-                if self._budget_stop.is_set() and not self._cancel.is_set():
+                if self._budget_stop.is_set() and not self._stop.is_set():
                     self._defer(pages[position:])
                     return []
                 raise
@@ -398,11 +398,6 @@ class FetchEngine:
             page_size=page_size or self._page_size,
         )
 
-    def _check_caller_cancel(self) -> None:
-        """A caller's plain threading.Event, set from another thread, stops the fetch too."""
-        if self._caller_cancel is not None and self._caller_cancel.is_set():
-            self._cancel.set()
-
     def _on_wait(self, event: BudgetWait) -> None:
         """Called on whichever thread waits; recorded here, shown on the caller's thread."""
         if event.reason == "hourly" and not self._request.wait_for_budget:
@@ -455,3 +450,34 @@ class FetchEngine:
         return FetchResult(
             rows=rows, successful_pages=successful, failed_page_indices=failed, **common
         )
+
+
+class _CallerStop(CancelEvent):
+    """Set when our own stop is (it is a child of it: in-flight requests are abandoned), and
+    seen as set when the caller's plain threading.Event is, which only ends waits and new pages.
+    Waits poll the caller's event, which cannot call us back."""
+
+    def __init__(self, ours: CancelEvent, theirs: threading.Event | None) -> None:
+        self._ours = ours
+        self._theirs = theirs
+        super().__init__(ours)
+
+    def set(self) -> None:
+        """Setting it is our own stop: everything in flight is abandoned."""
+        if not self._ours.is_set():
+            self._ours.set()  # which sets this one too, through its callback
+        super().set()
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self._theirs is not None and self._theirs.is_set())
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._theirs is None:
+            return super().wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            super().wait(0.05 if left is None else min(0.05, left))
+        return True

@@ -146,7 +146,6 @@ class ParallelRound:
         pump: EventPump,
         cancel: CancelEvent,
         stopped: Callable[[], bool],
-        watch: Callable[[], None] = lambda: None,
     ) -> None:
         self._storage = storage
         self._table = table
@@ -158,7 +157,6 @@ class ParallelRound:
         self._pump = pump
         self._cancel = cancel
         self._stopped = stopped  # the budget stopped a --no-wait fetch
-        self._watch = watch  # called between drains: turns a caller's stop into ours
         self._slots = threading.BoundedSemaphore(workers * 2)
         self._session_gone = threading.Event()
 
@@ -187,7 +185,6 @@ class ParallelRound:
                 futures[page] = pool.submit(self._work, page, transformer, writer)
             while not all(f.done() for f in futures.values()):
                 self._pump.drain(timeout=0.05)
-                self._watch()
         except BaseException:
             self._cancel.set()
             _finish_through_interrupts(pool, transformer, writer)
