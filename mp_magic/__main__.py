@@ -64,7 +64,7 @@ def where_it_lives(path: Path | None) -> str:
 
 
 def run(path: Path | None) -> None:
-    with Workspace(path) as workspace:
+    with Workspace(path, announce=False) as workspace:  # it prints its own source line
         _ = workspace.client  # connects (starting the emulator when that is the source)
         print(f"source: {workspace.source}", flush=True)
         workspace.fetch_profiles(
