@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .exceptions import MpMagicError, QueryValidationError
@@ -97,26 +96,22 @@ def add_fetch_arguments(parser: argparse.ArgumentParser, *, skip: tuple[str, ...
             )
 
 
-def fetch_option_values(
-    namespace: argparse.Namespace, substitute: Callable[[Any], Any] = lambda value: value
-) -> dict[str, Any]:
+def fetch_option_values(namespace: argparse.Namespace) -> dict[str, Any]:
     """The fetch options a parsed command line gave (``table`` is each front end's own).
 
-    Whole-number options arrive as text (or, from a notebook variable, as a number) and are
-    converted here, naming the option when the text is not a number.
+    Whole-number options arrive as text (or, from a notebook variable the magic substituted, as a
+    number) and are converted here, naming the option when the text is not a number.
     """
     values: dict[str, Any] = {}
     for name, spec in fetch_options():
         if not spec.flag or name == "table" or not hasattr(namespace, name):
             continue
         value = getattr(namespace, name)
-        if spec.kind in ("int", "duration") and value is not None:
-            value = substitute(value)
-            if spec.kind == "int" and isinstance(value, str):
-                text = value.strip()
-                if not re.fullmatch(r"[+-]?\d+", text):
-                    raise QueryValidationError(name, f"takes a whole number, got {value!r}")
-                value = int(text)
+        if spec.kind == "int" and isinstance(value, str):
+            text = value.strip()
+            if not re.fullmatch(r"[+-]?\d+", text):
+                raise QueryValidationError(name, f"takes a whole number, got {value!r}")
+            value = int(text)
         values[name] = value
     return values
 
