@@ -110,7 +110,9 @@ class FetchEngine:
         if request.resume:
             self._query = state.query
             if request.parallel is None and request.max_workers is None:
-                self._parallel = state.parallel
+                # a resume runs the way the interrupted fetch ran, unless told otherwise
+                self._request = request = request.with_changes(parallel=state.parallel)
+                self._parallel = request.is_parallel
         if request.workers_capped:
             self._pump.notice(
                 f"{request.max_workers} workers asked for; using {MAX_WORKERS}, the Query API's "
@@ -145,7 +147,7 @@ class FetchEngine:
 
     @property
     def _workers(self) -> int:
-        return min(self._request.max_workers or MAX_WORKERS, MAX_WORKERS) if self._parallel else 1
+        return self._request.workers
 
     def _plan(self, state: FetchState) -> list[int]:
         """Page 0 (or the stored plan, when resuming) → the list of pages still to fetch."""
