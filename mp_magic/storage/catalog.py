@@ -54,14 +54,20 @@ def sql_literal(text: str) -> str:
 
 @contextmanager
 def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """``conn`` inside BEGIN/COMMIT, rolled back on any exception (interrupts included)."""
-    conn.execute("BEGIN TRANSACTION")
+    """``conn`` inside BEGIN/COMMIT, rolled back on any exception (interrupts included).
+
+    BEGIN and COMMIT sit inside the ``try``: a Ctrl-C that lands just after BEGIN returned, or
+    during COMMIT, must not leave a transaction open for the next one to trip over ("cannot start
+    a transaction within a transaction"). The ROLLBACK never masks the error being raised.
+    """
     try:
+        conn.execute("BEGIN TRANSACTION")
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        with suppress(duckdb.Error):
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def raw_table(name: str) -> str:
