@@ -245,11 +245,15 @@ def test_ctrl_c_while_the_table_is_built(make_workspace: MakeWorkspace) -> None:
 def test_sigint_through_the_magic_then_resume(
     make_workspace: MakeWorkspace, ip: Any, capsys: pytest.CaptureFixture[str], parallel: bool
 ) -> None:
-    ws = make_workspace(profiles=PROFILES, page_size=PAGE, latency=0.25)
+    ws = make_workspace(profiles=PROFILES, page_size=PAGE, latency=0.05)
     set_default_workspace(ws)
+    # the last page is held back at the server, so the magic cannot finish before the signal,
+    # which is sent once a few pages were served (the emulator's counter), not after a timer
+    ws.emulator.add_fault(Fault(kind="slow", delay=30.0, pages={PROFILES // PAGE - 1}))
     flags = " --parallel" if parallel else ""
-    stopped = interrupt(
-        lambda: ip.run_line_magic("mp_profiles", f"people --no-progress{flags}"), 0.6
+    stopped = interrupt_when(
+        lambda: ip.run_line_magic("mp_profiles", f"people --no-progress{flags}"),
+        lambda: served(ws) >= 3,
     )
     assert stopped < 2.0
     assert not mp_threads()
@@ -257,6 +261,7 @@ def test_sigint_through_the_magic_then_resume(
     assert "--resume" in out  # the magic says how to go on
     assert_interrupted_state(ws, "people")
 
+    ws.emulator.clear_faults()
     set_latency(ws, 0.0)
     frame = ip.run_line_magic("mp_profiles", f"people --resume --no-progress{flags}")
     assert sorted(frame["distinct_id"]) == expected_ids(ws)
