@@ -146,9 +146,10 @@ class FetchRequest:
         "(finish later with --resume).",
     )
     batch_size: int = _option(
-        1000,
+        10_000,
         kind="int",
-        help="Rows per write transaction: the writer groups whole pages up to this many rows.",
+        help="Rows per write transaction at most: the writer commits the whole pages already "
+        "waiting for it together, up to this many rows (it never waits to fill a batch).",
     )
     progress: bool | ProgressReporter = _option(
         True,

@@ -22,11 +22,16 @@ from ._waits import WaitClock
 
 @dataclass(frozen=True)
 class Fetched:
-    """A page's body as the API sent it, waiting to be transformed."""
+    """A page's body as the API sent it, waiting to be transformed.
+
+    ``rows`` is the profile count the client's envelope check already took, so the transform
+    need not parse the body once more just to count them.
+    """
 
     page_index: int
     session: int
     body: bytes
+    rows: int | None = None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,10 @@ class Outcome(Enum):
 class OrderedWriter(threading.Thread):
     """The ONE writer thread: whole pages, grouped up to ``batch_size`` rows per transaction.
 
+    Only pages already waiting are grouped, so grouping never holds a page back: it gets the
+    backlog of a busy writer to disk in fewer commits (each COMMIT costs about as much as a page's
+    INSERT), and a crash loses no more than the same pages waiting in the inbox would.
+
     Its inbox takes a batch, the index of a page that will not come (so the order can move on), or
     None (the round is over: write what is held and stop). A failed write is reported once and the
     writer keeps draining its inbox, so no thread ever waits for a slot it will not get.
@@ -106,11 +110,11 @@ class OrderedWriter(threading.Thread):
         group: list[PageBatch] = []
         rows = 0
         for batch in batches:
-            group.append(batch)
-            rows += batch.rows
-            if rows >= self._batch_size:
+            if group and rows + batch.rows > self._batch_size:
                 self._commit(group)
                 group, rows = [], 0
+            group.append(batch)
+            rows += batch.rows
         if group:
             self._commit(group)
 

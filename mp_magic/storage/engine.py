@@ -175,11 +175,13 @@ class StorageEngine:
         *,
         body: bytes | str | None = None,
         session: int = 0,
+        rows: int | None = None,
     ) -> PageBatch:
         """Turn one Engage page into a `PageBatch` (safe on any thread; no lock is taken).
 
         ``body`` is the page's JSON as the API sent it (parsed here once, inside DuckDB); without
-        it, ``results`` (already-parsed profiles) are serialised first.
+        it, ``results`` (already-parsed profiles) are serialised first. ``rows``, the number of
+        profiles in ``body`` when the caller has counted them, spares a parse that counts them.
         """
         self._check_open()
         if body is None:
@@ -190,7 +192,7 @@ class StorageEngine:
             text = body if isinstance(body, str) else body.decode("utf-8", "replace")
         conn = self._worker_conn()
         try:
-            payload, stats, candidates = transform_page(conn, text)
+            payload, stats, candidates = transform_page(conn, text, rows=rows)
         except duckdb.Error as exc:
             raise StorageError(f"page {page_index}: cannot parse the profiles ({exc})") from exc
         finally:

@@ -30,16 +30,29 @@ _NOT_IDENT = re.compile(r"[^A-Za-z0-9_]")
 
 
 @lru_cache(maxsize=1)
-def reserved_words() -> frozenset[str]:
-    """DuckDB's reserved keywords (lower case), asked from DuckDB so the list never drifts."""
+def _catalog_facts() -> tuple[frozenset[str], frozenset[str]]:
+    """(reserved keywords, catalog names), lower case, asked from DuckDB in one connection."""
     with duckdb.connect() as conn:
-        rows = conn.execute(
+        keywords = conn.execute(
             "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'reserved'"
         ).fetchall()
-    return frozenset(str(row[0]).lower() for row in rows)
+        names = conn.execute(
+            "SELECT view_name FROM duckdb_views() WHERE internal "
+            "AND schema_name IN ('main', 'pg_catalog') "
+            "UNION SELECT schema_name FROM duckdb_schemas() "
+            "UNION SELECT database_name FROM duckdb_databases()"
+        ).fetchall()
+    return (
+        frozenset(str(row[0]).lower() for row in keywords),
+        frozenset(str(row[0]).lower() for row in names) | {"memory"},
+    )
 
 
-@lru_cache(maxsize=1)
+def reserved_words() -> frozenset[str]:
+    """DuckDB's reserved keywords (lower case), asked from DuckDB so the list never drifts."""
+    return _catalog_facts()[0]
+
+
 def catalog_names() -> frozenset[str]:
     """Names DuckDB's own catalog answers to unqualified (lower case), asked from DuckDB.
 
@@ -47,14 +60,7 @@ def catalog_names() -> frozenset[str]:
     database names (``information_schema``, ``pg_catalog``, ``main``, ``temp``, ``system``): a
     table so named would shadow them or be shadowed, so one name would mean two things.
     """
-    with duckdb.connect() as conn:
-        rows = conn.execute(
-            "SELECT view_name FROM duckdb_views() WHERE internal "
-            "AND schema_name IN ('main', 'pg_catalog') "
-            "UNION SELECT schema_name FROM duckdb_schemas() "
-            "UNION SELECT database_name FROM duckdb_databases()"
-        ).fetchall()
-    return frozenset(str(row[0]).lower() for row in rows) | {"memory"}
+    return _catalog_facts()[1]
 
 
 def validate_table_name(name: object) -> str:

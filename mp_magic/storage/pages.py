@@ -54,9 +54,11 @@ FROM (SELECT CAST(generate_subscripts(ps, 1) AS INTEGER) AS pos,
       FROM (SELECT ids, ps, len(ids) = n AND len(ps) = n AS aligned
             FROM (SELECT json_extract_string(b, '$.results[*]."$distinct_id"') AS ids,
                          json_extract(b, '$.results[*]."$properties"') AS ps,
-                         json_array_length(b, '$.results') AS n
+                         {count} AS n
                   FROM (SELECT CAST(? AS VARCHAR) AS b))))
 """
+_COUNTED = "CAST(? AS BIGINT)"  # the caller's count of the body's profiles, a parameter
+_COUNT_THEM = "json_array_length(b, '$.results')"
 
 # The careful split, for pages the fast one cannot take (a profile without distinct_id, properties
 # that are not an object): one element at a time.
@@ -170,18 +172,25 @@ def _properties_structure(body_structure: Any) -> dict[str, Any] | None:
 
 
 def transform_page(
-    conn: duckdb.DuckDBPyConnection, body: str
+    conn: duckdb.DuckDBPyConnection, body: str, *, rows: int | None = None
 ) -> tuple[pa.Table, pa.Table, dict[str, str]]:
     """(payload, stats, candidates) of one page body; see the module docstring.
 
     Two DuckDB queries in the usual case: the body's structure, then split and transform in one
     pass. Few queries matter: each one is a GIL hand-off, and five fetch threads compete for it.
+    ``rows``, the body's profile count when the caller knows it, checks the split's alignment
+    without a third parse of the body to count them.
     """
     found = conn.execute("SELECT json_structure(?)", [body]).fetchall()[0][0]
     structure = _properties_structure(orjson.loads(found) if found else None)
     if structure is not None:
+        split, params = (
+            (_SPLIT_BY_PATH.replace("{count}", _COUNT_THEM), [body])
+            if rows is None
+            else (_SPLIT_BY_PATH.replace("{count}", _COUNTED), [rows, body])
+        )
         payload, candidates = _typed_page(
-            conn, _SPLIT_BY_PATH, body, structure, typed=len(structure) <= WIDE_PAGE
+            conn, split, params, structure, typed=len(structure) <= WIDE_PAGE
         )
         if not payload.num_rows or payload.column("aligned")[0].as_py():
             payload = payload.drop_columns(["aligned"])
@@ -193,7 +202,7 @@ def transform_page(
     parsed = orjson.loads(text) if text else {}
     structure = parsed if isinstance(parsed, dict) else {}
     payload, candidates = _typed_page(
-        conn, _SPLIT_BY_ELEMENT, body, structure, typed=len(structure) <= WIDE_PAGE
+        conn, _SPLIT_BY_ELEMENT, [body], structure, typed=len(structure) <= WIDE_PAGE
     )
     payload = payload.drop_columns(["aligned"])
     return payload, _page_stats(conn, payload, structure, candidates), candidates
@@ -202,7 +211,7 @@ def transform_page(
 def _typed_page(
     conn: duckdb.DuckDBPyConnection,
     split: str,
-    body: str,
+    split_params: list[Any],
     structure: dict[str, Any],
     *,
     typed: bool = True,
@@ -251,10 +260,10 @@ def _typed_page(
             f"SELECT {', '.join(parts)} FROM (SELECT *, json_transform(properties, ?) AS __s "
             f"FROM ({split}))"
         )
-        params = [orjson.dumps(transform).decode(), body]
+        params = [orjson.dumps(transform).decode(), *split_params]
     else:
         sql = f"SELECT {', '.join(parts)} FROM ({split})"
-        params = [body]
+        params = split_params
     return conn.sql(sql, params=params).to_arrow_table(), candidates
 
 

@@ -1,0 +1,63 @@
+"""Splitting a page body into profiles: the fast path by JSON path, the careful one by element.
+
+The fast split reads every ``$distinct_id`` and every ``$properties`` by wildcard path; a profile
+lacking either would shift one list against the other, so it is checked against the number of
+profiles. That number comes from the client's envelope check when the page was fetched
+(``rows=``), or from one more parse when it was not; both must send an odd page down the careful
+path, and give the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from mp_magic.storage import StorageEngine
+
+ODD_PAGES: dict[str, list[dict[str, Any]]] = {
+    "a profile without distinct_id": [
+        {"$distinct_id": "a", "$properties": {"n": 1}},
+        {"$properties": {"n": 2}},
+        {"$distinct_id": "c", "$properties": {"n": 3}},
+    ],
+    "a profile without properties": [
+        {"$distinct_id": "a", "$properties": {"n": 1}},
+        {"$distinct_id": "b"},
+        {"$distinct_id": "c", "$properties": {"n": 3}},
+    ],
+    "properties that are a list": [
+        {"$distinct_id": "a", "$properties": {"n": 1}},
+        {"$distinct_id": "b", "$properties": [1, 2]},
+        {"$distinct_id": "c", "$properties": {"n": 3}},
+    ],
+}
+
+
+def _rows(storage: StorageEngine, results: list[dict[str, Any]], rows: int | None) -> list[Any]:
+    body = json.dumps({"results": results, "page": 0, "status": "ok"})
+    batch = storage.page_batch(0, body=body, rows=rows)
+    payload = batch.payload.select(["pos", "distinct_id", "properties"])
+    return [(r["pos"], r["distinct_id"], json.loads(r["properties"])) for r in payload.to_pylist()]
+
+
+@pytest.mark.parametrize("case", sorted(ODD_PAGES))
+def test_an_odd_page_splits_the_same_counted_or_not(storage: StorageEngine, case: str) -> None:
+    results = ODD_PAGES[case]
+    counted = _rows(storage, results, rows=len(results))
+    assert counted == _rows(storage, results, rows=None)
+    assert len(counted) == 3  # every profile kept, none shifted onto its neighbour
+    by_pos = {pos: (did, props) for pos, did, props in counted}
+    for pos, profile in enumerate(results, start=1):
+        did, props = by_pos[pos]
+        assert did == profile.get("$distinct_id")
+        given = profile.get("$properties")
+        assert props == (given if isinstance(given, dict) else {})
+
+
+def test_a_regular_page_keeps_the_api_order(storage: StorageEngine) -> None:
+    results = [{"$distinct_id": f"u{i}", "$properties": {"n": i}} for i in range(50)]
+    got = _rows(storage, results, rows=50)
+    assert [did for _, did, _ in got] == [f"u{i}" for i in range(50)]
+    assert [props["n"] for _, _, props in got] == list(range(50))
