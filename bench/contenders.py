@@ -10,10 +10,11 @@ are done before the clock starts. It prints one JSON line: wall and CPU seconds 
   peer          mixpanel-utils `query_engage` (5 read threads), then the one-column-per-property
                 DataFrame an analyst writes next
   mp_magic      `Workspace.fetch_profiles(parallel=True)` into an in-memory DuckDB, then `table()`
-  client_pages  mp_magic's HTTP client alone, pages of PAGE_SIZE on 5 threads, bodies thrown
-                away after the envelope check (the page-size mode's measure until the workspace
-                takes ``page_size=``); with PAGE_SIZE and a workspace that takes it, `mp_magic`
-                asks for that size too
+  fetch_file    `mp_magic`'s fetch into the DuckDB file named by $MP_BENCH_FILE, then `table()`
+  reuse_file    the same call in a new process on that file (a kernel restart): answered from the
+                table, no query spent, then `table()`
+
+With PAGE_SIZE, `mp_magic` and `floor` ask for pages of that size.
 """
 
 from __future__ import annotations
@@ -106,36 +107,46 @@ def mp_magic(url: str, page_size: int | None) -> Callable[[], tuple[int, int]]:
     return run
 
 
-def client_pages(url: str, page_size: int | None) -> Callable[[], tuple[int, int]]:
+def _fetch_into_file(url: str, *, expect_reuse: bool) -> Callable[[], tuple[int, int]]:
+    import os
+
     from mp_magic import Workspace
+
+    path = os.environ["MP_BENCH_FILE"]
 
     def run() -> tuple[int, int]:
         with Workspace(
-            None,
+            path,
             api_url=url,
             username=USERNAME,
             secret=SECRET,
             project_id=PROJECT,
             query_budget="100000/3600",
+            max_age="1h",
         ) as ws:
-            client = ws.client
-            head, _ = client.query_engage_page_with_body(0, page_size=page_size)
-            pages = -(-(head.total or 0) // head.page_size)
-
-            def page(i: int) -> int:
-                got, _ = client.query_engage_page_with_body(
-                    i, session_id=head.session_id, page_size=page_size
-                )
-                return got.count
-
-            with ThreadPoolExecutor(WORKERS) as pool:
-                rows = head.count + sum(pool.map(page, range(1, pages)))
-        return rows, pages
+            result = ws.fetch_profiles("p", parallel=True, max_workers=WORKERS, progress=False)
+            frame = ws.table("p")
+        assert result.reused == expect_reuse, result
+        return len(frame), 0 if result.reused else result.successful_pages  # reused: none spent
 
     return run
 
 
-CONTENDERS = {"floor": floor, "peer": peer, "mp_magic": mp_magic, "client_pages": client_pages}
+def fetch_file(url: str, page_size: int | None) -> Callable[[], tuple[int, int]]:
+    return _fetch_into_file(url, expect_reuse=False)
+
+
+def reuse_file(url: str, page_size: int | None) -> Callable[[], tuple[int, int]]:
+    return _fetch_into_file(url, expect_reuse=True)
+
+
+CONTENDERS = {
+    "floor": floor,
+    "peer": peer,
+    "mp_magic": mp_magic,
+    "fetch_file": fetch_file,
+    "reuse_file": reuse_file,
+}
 
 
 def _timed(run: Callable[[], tuple[int, int]]) -> tuple[float, float, int, int]:

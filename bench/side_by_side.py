@@ -9,9 +9,11 @@ figure kept is each contender's best wall and its median CPU time and peak. Targ
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -23,12 +25,16 @@ CONTENDERS = HERE / "contenders.py"
 Emulator = Callable[..., AbstractContextManager[str]]
 
 
-def run_contender(mode: str, url: str, page_size: int | None = None) -> dict[str, Any]:
+def run_contender(
+    mode: str, url: str, page_size: int | None = None, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One contender in its own process: {"wall_s", "peak_kib", "rows", "queries"}."""
     args = [sys.executable, str(CONTENDERS), mode, url]
     if page_size is not None:
         args.append(str(page_size))
-    out = subprocess.run(args, check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        args, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
     figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return figures
 
@@ -94,28 +100,11 @@ def bench_side_by_side(emulator: Emulator, warm: Callable[[str], None]) -> dict[
     }
 
 
-def workspace_takes_page_size() -> bool:
-    """Whether `Workspace.fetch_profiles` accepts ``page_size=`` yet (it is being added)."""
-    from mp_magic.request import FetchRequest
-
-    try:
-        FetchRequest.build(table="p", page_size=1000)
-    except TypeError:
-        return False
-    return True
-
-
 def bench_page_size(emulator: Emulator, warm: Callable[[str], None]) -> dict[str, Any]:
     profiles = 200_000
-    ours = "mp_magic" if workspace_takes_page_size() else "client_pages"
     figures: dict[str, Any] = {
         "profiles": profiles,
-        "measured_with": (
-            "Workspace.fetch_profiles(page_size=N) then table()"
-            if ours == "mp_magic"
-            else "MixpanelAPIClient.query_engage_page_with_body(page_size=N) on 5 threads, "
-            "bodies dropped after the envelope check (the workspace has no page_size= yet)"
-        ),
+        "measured_with": "Workspace.fetch_profiles(page_size=N) then table()",
     }
     options = {"honor_page_size": True, "max_page_size": 10_000}
     with emulator(profiles=profiles, page_size=1000, latency=0, **options) as url:
@@ -123,7 +112,7 @@ def bench_page_size(emulator: Emulator, warm: Callable[[str], None]) -> dict[str
         run_contender("floor", url)  # the emulator builds profiles as pages first ask for them
         for size in (1000, 5000, 10_000):
             floor = run_contender("floor", url, size)
-            got = run_contender(ours, url, size)
+            got = run_contender("mp_magic", url, size)
             assert got["rows"] == profiles == floor["rows"], (size, got, floor)
             figures[f"size_{size}"] = {
                 "queries": got["queries"],
@@ -134,3 +123,34 @@ def bench_page_size(emulator: Emulator, warm: Callable[[str], None]) -> dict[str
                 "ratio_wall_over_floor": _ratio(got["wall_s"], floor["wall_s"]),
             }
     return figures
+
+
+def bench_reuse(emulator: Emulator, warm: Callable[[str], None]) -> dict[str, Any]:
+    """A re-run after a kernel restart, answered from the table, against the fetch it saves.
+
+    Each phase is a fresh process on the same DuckDB file, so the reuse pays what a restarted
+    kernel pays: opening the file, finding the table young enough, reading it into a DataFrame.
+    """
+    rounds = 3
+    fetches: list[float] = []
+    reuses: list[float] = []
+    with emulator(profiles=100_000, page_size=1000, latency=0) as url:
+        warm(url)
+        for _ in range(rounds):
+            with tempfile.TemporaryDirectory() as tmp:
+                env = {"MP_BENCH_FILE": os.path.join(tmp, "bench.duckdb")}
+                fetched = run_contender("fetch_file", url, env=env)
+                reused = run_contender("reuse_file", url, env=env)
+            assert fetched["rows"] == reused["rows"] == 100_000, (fetched, reused)
+            assert reused["queries"] == 0, reused
+            fetches.append(fetched["wall_s"])
+            reuses.append(reused["wall_s"])
+    fetch_s, reuse_s = statistics.median(fetches), statistics.median(reuses)
+    return {
+        "case": f"100 pages x 1,000 into a DuckDB file, then the same call in a new process; "
+        f"median of {rounds}",
+        "fetch_s": round(fetch_s, 3),
+        "reuse_s": round(reuse_s, 3),
+        "ratio_reuse_over_fetch": _ratio(reuse_s, fetch_s),
+        "target": "< 0.05",
+    }
