@@ -19,10 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .budget import shared_budget
-from .client import MixpanelAPIClient
+from .client import CancelEvent, MixpanelAPIClient
 from .config import Credentials, QueryBudgetSpec, Secret, Settings
+from .ctrl_c import ctrl_c_cancels
 from .display import literal_dollars
-from .exceptions import ConfigurationError, TableNotFoundError, TableRequiredError
+from .exceptions import (
+    ConfigurationError,
+    FetchCancelledError,
+    TableNotFoundError,
+    TableRequiredError,
+)
 from .fetch import FetcherService
 from .fetch.engine import is_interrupt
 from .query import EngageQuery
@@ -192,6 +198,23 @@ class Workspace:
         `retry_failed_pages` fetches them again. Resuming a table that is complete spends no query
         and returns a result that says so (``note``).
         """
+        if request.cancel is not None or threading.current_thread() is not threading.main_thread():
+            return self._fetch_translated(request)  # the caller has its own way to stop it
+        # On the main thread, Ctrl-C only asks the fetch to stop (see `ctrl_c`); the
+        # KeyboardInterrupt the caller is owed is raised here, once every thread has stopped.
+        cancel = CancelEvent()
+        with ctrl_c_cancels(cancel) as presses:
+            try:
+                result = self._fetch_translated(request.with_changes(cancel=cancel))
+            except FetchCancelledError:
+                if presses.pressed:
+                    raise KeyboardInterrupt from None
+                raise
+        if presses.pressed:  # pressed after the last page was written: the table is complete
+            raise KeyboardInterrupt
+        return result
+
+    def _fetch_translated(self, request: FetchRequest) -> AnyFetchResult:
         try:
             return self._fetch(request)
         except BaseException as exc:

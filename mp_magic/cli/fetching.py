@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..argspec import ArgumentSpecError, request_from_namespace
+from ..ctrl_c import ctrl_c_cancels
 from ..exceptions import TableExistsError
 from ..text import one_line
 from .commands import db_path, open_workspace
@@ -20,8 +17,6 @@ from .exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, interrupts
 from .render import render_result, shell_quote
 
 if TYPE_CHECKING:
-    from types import FrameType
-
     from ..types import (
         BudgetWait,
         FetchPlan,
@@ -30,9 +25,6 @@ if TYPE_CHECKING:
         ProfileBatchProgress,
         ProgressReporter,
     )
-
-FORCE_AFTER = 3
-"""Ctrl-C presses that only ask the fetch to stop; the next one raises KeyboardInterrupt at once."""
 
 EMULATOR_NOTICE = "no credentials configured; using the built-in emulator"
 
@@ -165,35 +157,3 @@ def result_summary(result: FetchResult | ParallelProfileFetchResult) -> dict[str
 
 def resume_command(name: str, db: Path) -> str:
     return f"{PROG} fetch profiles {name} --resume --db {shell_quote(str(db))}"
-
-
-@contextmanager
-def ctrl_c_cancels(cancel: threading.Event) -> Iterator[None]:
-    """Ctrl-C during a fetch sets ``cancel`` instead of raising KeyboardInterrupt wherever the
-    main thread happens to be.
-
-    An exception raised at an arbitrary point (inside a lock, a queue, a DuckDB call on the main
-    thread) can leave the fetch's threads deadlocked or its connection "busy", so a second Ctrl-C in
-    quick succession ended with exit 4 or a hang instead of 130 and the resume line. Here every
-    press only asks the fetch to stop (it writes what it has, records the table as interrupted and
-    returns); pressing it `FORCE_AFTER` times raises KeyboardInterrupt, for a fetch that cannot
-    stop. The event is set from a helper thread, because the handler runs on the main thread and
-    that thread may hold the event's own lock at that instant.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    presses = 0
-
-    def on_sigint(signum: int, frame: FrameType | None) -> None:
-        nonlocal presses
-        presses += 1
-        if presses > FORCE_AFTER:
-            raise KeyboardInterrupt
-        threading.Thread(target=cancel.set, name="mp-ctrl-c", daemon=True).start()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -313,7 +313,9 @@ class FetchEngine:
             cancel=self._stop,
             stopped=self._budget_stop.is_set,
         ).run(pages, first)
-        if self._stop.is_set():  # a caller's stop set by a callback during the last events too
+        if self._stop.is_set() and Outcome.CANCELLED in outcomes.values():
+            # (also a stop set by a callback during the round's last events; a stop that came
+            # once every page had landed abandoned nothing, and the table is finished)
             raise FetchCancelledError("fetch cancelled; the pages written so far are kept")
         expired = sorted(p for p, o in outcomes.items() if o is Outcome.EXPIRED)
         deferred = sorted(p for p, o in outcomes.items() if o is Outcome.DEFERRED)

@@ -18,7 +18,7 @@ from .. import argspec
 from ..exceptions import InvalidTableNameError, MpMagicError
 from ..query import engage_params
 from ..request import DEFAULT_TABLE, FetchRequest, fetch_options
-from ..text import one_line
+from ..text import one_line, plural
 from .cell_body import BodyValue, parse_cell_body
 from .parsing import HELP_TOKENS, error_line, split_line
 from .substitution import substitute
@@ -149,6 +149,11 @@ def interrupted_line(ws: Workspace, table: str) -> str:
     kept: str = "the fetched"
     try:
         meta = ws.metadata(table)
+        if meta.complete:  # pressed after the last page was written
+            return (
+                f"interrupted after the fetch finished: table {meta.table} is complete "
+                f"({plural(meta.rows, 'profile')}); nothing to resume"
+            )
         kept = f"{meta.pages_done}"
         if meta.total_pages:
             kept += f"/{meta.total_pages}"

@@ -227,23 +227,29 @@ def test_session_expiring_mid_fetch_opens_a_new_one_without_duplicates(
 def test_cancel_keeps_pages_and_resume_completes(
     make_workspace: MakeWorkspace, parallel: bool
 ) -> None:
-    ws = make_workspace(latency=0.02)
+    ws = make_workspace(profiles=3000, latency=0.02)  # 30 pages
     cancel = threading.Event()
 
     def stop_after_three(progress: ProfileBatchProgress) -> None:
         if progress.pages_done >= 3:
             cancel.set()
 
-    with pytest.raises(FetchCancelledError):
+    try:
         ws.fetch_profiles("r", parallel=parallel, on_batch_complete=stop_after_three, cancel=cancel)
+    except FetchCancelledError:
+        assert "r" not in ws.tables() or not ws.metadata("r").complete
+    else:
+        # A plain event lets the pages in flight land: when every page had started before the
+        # stop (a main thread starved by a loaded machine), none was left and the table is done.
+        assert ws.metadata("r").complete
     assert not [t for t in threading.enumerate() if t.name.startswith("mp_magic-")]
-    assert "r" not in ws.tables() or not ws.metadata("r").complete
+    missing = 30 - ws.metadata("r").pages_done
     requests_before = ws.emulator.stats.requests
     result = ws.resume("r", progress=False)
     assert not result.has_failures
     assert ids_in(ws, "r") == expected_ids(ws)
     assert ws.metadata("r").complete
-    assert ws.emulator.stats.requests - requests_before < 10  # only the missing pages
+    assert ws.emulator.stats.requests - requests_before <= missing + 1  # only the missing pages
 
 
 def test_no_wait_stops_at_the_budget_and_resume_finishes(make_workspace: MakeWorkspace) -> None:

@@ -24,6 +24,7 @@ from relsupport import child_env, counts, expected_ids, ids_in, mp_threads
 
 from mp_magic import MpMagicError, StorageError, TableNotFoundError, Workspace
 from mp_magic.emulator import Fault
+from mp_magic.magics.profiles import interrupted_line
 from mp_magic.workspace import set_default_workspace
 
 MakeWorkspace = Callable[..., Workspace]
@@ -238,6 +239,65 @@ def test_ctrl_c_while_the_table_is_built(make_workspace: MakeWorkspace) -> None:
     assert not problems, "\n".join(problems)
 
 
+def _press_after_the_last_page(progress: Any) -> None:
+    """on_batch_complete: Ctrl-C the moment the last page is written, from the fetch's own event."""
+    if progress.pages_done == progress.total_pages:
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+@MODES
+def test_ctrl_c_after_the_last_page_keeps_the_complete_table(
+    make_workspace: MakeWorkspace, parallel: bool
+) -> None:
+    """The press only asks the fetch to stop: nothing is left to stop, so the table is built and
+    complete, and the caller still gets the KeyboardInterrupt it asked for."""
+    ws = make_workspace(profiles=500, page_size=100)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ws.fetch_profiles(
+                "done",
+                parallel=parallel,
+                progress=False,
+                on_batch_complete=_press_after_the_last_page,
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert not mp_threads()
+    assert ws.metadata("done").complete
+    assert ids_in(ws, "done") == expected_ids(ws)
+    assert signal.getsignal(signal.SIGINT) is previous  # the fetch's handler is gone
+
+
+@MODES
+def test_ctrl_c_pressed_three_times_still_stops_cleanly(
+    make_workspace: MakeWorkspace, parallel: bool
+) -> None:
+    """Impatient presses in a row: each only asks again, so no KeyboardInterrupt lands inside a
+    lock or a DuckDB statement, every thread stops, and resume is exact."""
+    ws = make_workspace(profiles=PROFILES, page_size=PAGE, latency=0.05)
+    ws.emulator.add_fault(Fault(kind="slow", delay=30.0, pages={PROFILES // PAGE - 1}))
+
+    def press_three_times() -> bool:
+        if served(ws) < 3:
+            return False
+        for _ in range(2):  # the watcher sends the third
+            os.kill(os.getpid(), signal.SIGINT)
+        return True
+
+    stopped = interrupt_when(
+        lambda: ws.fetch_profiles("people", parallel=parallel, progress=False), press_three_times
+    )
+    assert stopped < 2.0
+    assert not mp_threads()
+    assert_interrupted_state(ws, "people")
+    ws.emulator.clear_faults()
+    set_latency(ws, 0.0)
+    ws.resume("people", progress=False)
+    assert counts(ws, "people") == (PROFILES, PROFILES)
+    assert ids_in(ws, "people") == expected_ids(ws)
+
+
 # -- through the magic, in a real IPython shell ----------------------------------------------------
 
 
@@ -268,6 +328,26 @@ def test_sigint_through_the_magic_then_resume(
     assert ip.user_ns["people"] is frame
     assert counts(ws, "people") == (PROFILES, PROFILES)
     assert ws.metadata("people").complete
+
+
+def test_the_magic_says_nothing_is_left_when_the_press_came_after_the_last_page(
+    make_workspace: MakeWorkspace,
+) -> None:
+    """What the magic prints for a KeyboardInterrupt depends on what the press left: a complete
+    table has nothing to resume."""
+    ws = make_workspace(profiles=500, page_size=100)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ws.fetch_profiles("done", progress=False, on_batch_complete=_press_after_the_last_page)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    line = interrupted_line(ws, "done")
+    assert "--resume" not in line
+    assert "complete" in line and "500 profiles" in line
+    ws.emulator.add_fault(Fault(kind="slow", delay=30.0, pages={4}))
+    interrupt_when(lambda: ws.fetch_profiles("part", progress=False), lambda: served(ws) >= 8)
+    assert "--resume" in interrupted_line(ws, "part")
 
 
 # -- kill -9 of a process fetching into a DuckDB file ------------------------------------------------
