@@ -20,6 +20,7 @@ from typing import Any, Literal
 import orjson
 
 from .exceptions import QueryValidationError
+from .text import truth_of
 
 MAX_DISTINCT_IDS = 2000
 """This project's limit on distinct_ids per query (a design choice, not Mixpanel's documentation):
@@ -251,16 +252,11 @@ def _timestamp(name: str, raw: Any) -> int:
     return value
 
 
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
 def _boolean(name: str, raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
-        return raw.strip().lower() in _TRUE
-    raise QueryValidationError(name, f"expected true or false, got {raw!r}")
+    value = truth_of(raw)
+    if value is None:
+        raise QueryValidationError(name, f"expected true or false, got {raw!r}")
+    return value
 
 
 def _param(**spec: Any) -> Any:
