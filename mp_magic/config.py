@@ -20,6 +20,7 @@ import stat
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -142,17 +143,23 @@ def _budget(blame: str, raw: Any) -> QueryBudgetSpec:
 
 @dataclass(frozen=True)
 class SettingSpec:
-    """Where one setting is read from and how: ``env`` (``MP_READ_TIMEOUT``), the config file's
-    key (the field name), and ``convert``, which checks any raw value."""
+    """Where one setting is read from and how: ``env`` (``MP_`` and the field name in capitals,
+    ``MP_READ_TIMEOUT``), the config file's key (the field name), and ``convert``, which checks any
+    raw value. Both names follow from the field's, so a declaration gives only what is its own."""
 
     env: str
     convert: Convert
     help: str
-    optional: bool = False  # None is a valid value (unset)
+    optional: bool = (
+        False  # None is a valid value (unset): exactly the settings whose default it is
+    )
 
 
-def _setting(default: Any, **spec: Any) -> Any:
-    return field(default=default, metadata={"setting": SettingSpec(**spec)})
+def _setting(default: Any, *, convert: Convert, help: str, hidden: bool = False) -> Any:
+    """A `Settings` field; ``hidden`` keeps it out of the repr (it may carry a password)."""
+    return field(
+        default=default, repr=not hidden, metadata={"setting": {"convert": convert, "help": help}}
+    )
 
 
 @dataclass(frozen=True)
@@ -160,78 +167,43 @@ class Settings:
     """Everything the client needs; immutable so it can be shared between threads."""
 
     credentials: Credentials | None = None
-    region: str = _setting("us", env="MP_REGION", convert=_region, help="us, eu or in")
+    region: str = _setting("us", convert=_region, help="us, eu or in")
     api_url: str | None = _setting(
-        None,
-        env="MP_API_URL",
-        convert=_url,
-        optional=True,
-        help="another base URL (a proxy, an emulator)",
+        None, convert=_url, help="another base URL (a proxy, an emulator)"
     )
-    workspace_id: int | None = _setting(
-        None, env="MP_WORKSPACE_ID", convert=_positive_int, optional=True, help="workspace id"
-    )
+    workspace_id: int | None = _setting(None, convert=_positive_int, help="workspace id")
     query_budget: QueryBudgetSpec = _setting(
-        QueryBudgetSpec(),
-        env="MP_QUERY_BUDGET",
-        convert=_budget,
-        help="the project's query budget, QUERIES/SECONDS",
+        QueryBudgetSpec(), convert=_budget, help="the project's query budget, QUERIES/SECONDS"
     )
-    connect_timeout: float = _setting(
-        10.0, env="MP_CONNECT_TIMEOUT", convert=_timeout, help="seconds to connect"
-    )
-    read_timeout: float = _setting(
-        180.0, env="MP_READ_TIMEOUT", convert=_timeout, help="seconds to wait for a page"
-    )
-    max_attempts: int = _setting(
-        6, env="MP_MAX_ATTEMPTS", convert=_positive_int, help="attempts per page"
-    )
-    backoff_base: float = _setting(
-        0.5, env="MP_BACKOFF_BASE", convert=_backoff, help="first retry's backoff, seconds"
-    )
-    backoff_cap: float = _setting(
-        30.0, env="MP_BACKOFF_CAP", convert=_backoff, help="longest retry backoff, seconds"
-    )
+    connect_timeout: float = _setting(10.0, convert=_timeout, help="seconds to connect")
+    read_timeout: float = _setting(180.0, convert=_timeout, help="seconds to wait for a page")
+    max_attempts: int = _setting(6, convert=_positive_int, help="attempts per page")
+    backoff_base: float = _setting(0.5, convert=_backoff, help="first retry's backoff, seconds")
+    backoff_cap: float = _setting(30.0, convert=_backoff, help="longest retry backoff, seconds")
     allow_insecure_http: bool = _setting(
-        False,
-        env="MP_ALLOW_INSECURE_HTTP",
-        convert=_boolean,
-        help="allow plain HTTP to a host other than loopback",
+        False, convert=_boolean, help="allow plain HTTP to a host other than loopback"
     )
     memory_limit: str | None = _setting(
-        None,
-        env="MP_MEMORY_LIMIT",
-        convert=_memory,
-        optional=True,
-        help="DuckDB's memory cap for the workspace, e.g. 512MB",
+        None, convert=_memory, help="DuckDB's memory cap for the workspace, e.g. 512MB"
     )
-    budget_url: str | None = field(
-        default=None,
-        repr=False,
-        metadata={
-            "setting": SettingSpec(
-                env="MP_BUDGET_URL",
-                convert=_budget_url,
-                optional=True,
-                help="the team's shared query budget, redis://host:6379/0",
-            )
-        },
+    budget_url: str | None = _setting(
+        None,
+        convert=_budget_url,
+        help="the team's shared query budget, redis://host:6379/0",
+        hidden=True,
     )
     page_size: int = _setting(
         DEFAULT_PAGE_SIZE,
-        env="MP_PAGE_SIZE",
         convert=_page_size,
         help="profiles per page to ask for (each page is one query)",
     )
     max_age: float = _setting(
         DEFAULT_MAX_AGE,
-        env="MP_MAX_AGE",
         convert=_duration,
         help="how old a table fetched with the same query may be to be reused (0: always fetch)",
     )
     count_pages: str = _setting(
         "all",
-        env="MP_COUNT_PAGES",
         convert=_count_pages,
         help="which queries the hourly budget counts: all, or first (page 0 of each session)",
     )
@@ -316,12 +288,23 @@ class Settings:
         return cls(credentials=credentials, **values)
 
 
+@lru_cache(maxsize=1)
+def _declared() -> tuple[tuple[str, SettingSpec], ...]:
+    return tuple(
+        (
+            f.name,
+            SettingSpec(
+                env="MP_" + f.name.upper(), optional=f.default is None, **f.metadata["setting"]
+            ),
+        )
+        for f in dataclasses.fields(Settings)
+        if "setting" in f.metadata
+    )
+
+
 def setting_specs() -> Iterator[tuple[str, SettingSpec]]:
     """(field name, spec) of every setting, in declaration order (credentials aside)."""
-    for f in dataclasses.fields(Settings):
-        spec = f.metadata.get("setting")
-        if spec is not None:
-            yield f.name, spec
+    yield from _declared()
 
 
 _CREDENTIALS = (

@@ -85,6 +85,11 @@ def _field_widget(name: str, spec: EngageParam) -> Any:
     return widget
 
 
+def _checkbox(description: str, tooltip: str) -> Any:
+    """An option that is off until ticked, its label beside the box (no indent)."""
+    return widgets.Checkbox(value=False, description=description, indent=False, tooltip=tooltip)
+
+
 def _error_label(name: str) -> Any:
     label = widgets.HTML(value="", layout=widgets.Layout(width="auto", max_width="520px"))
     label.add_class("mp-form-error")
@@ -144,11 +149,8 @@ class FetchForm:
         )
         self.table_input.add_class("mp-form-field-table")
         self._error_labels[TABLE_FIELD] = _error_label(TABLE_FIELD)
-        self.parallel_input = widgets.Checkbox(
-            value=False,
-            description="parallel",
-            indent=False,
-            tooltip="Fetch up to 5 pages at once (one API session, pages in any order)",
+        self.parallel_input = _checkbox(
+            "parallel", "Fetch up to 5 pages at once (one API session, pages in any order)"
         )
         self.workers_input = widgets.IntSlider(
             value=MAX_WORKERS,
@@ -170,12 +172,7 @@ class FetchForm:
         )
         self.page_size_input.add_class("mp-form-field-page_size")
         self._error_labels["page_size"] = _error_label("page_size")
-        self.append_input = widgets.Checkbox(
-            value=False,
-            description="append",
-            indent=False,
-            tooltip="Add to the existing table instead of replacing it",
-        )
+        self.append_input = _checkbox("append", "Add to the existing table instead of replacing it")
         self.fetch_button = widgets.Button(
             description="Fetch",
             button_style="primary",

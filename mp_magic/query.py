@@ -20,6 +20,7 @@ from typing import Any, Literal
 import orjson
 
 from .exceptions import QueryValidationError
+from .text import truth_of
 
 MAX_DISTINCT_IDS = 2000
 """This project's limit on distinct_ids per query (a design choice, not Mixpanel's documentation):
@@ -37,7 +38,9 @@ class EngageParam:
 
     How people spell it (flag, help, form placeholder), how a loose input becomes its canonical
     value (``normalise``), how that value goes on the wire (``wire`` name, ``encode``), and which
-    `TableMetadata` field records it (``metadata``, always ``filter_`` + the field name).
+    `TableMetadata` field records it (``metadata``, always ``filter_`` + the field name). The flag
+    is the field name spelled for a command line (`flag_spelling`) and the wire name is the field
+    name, unless a declaration says otherwise (``cohort_id`` is sent as ``filter_by_cohort``).
     """
 
     flag: str
@@ -251,16 +254,11 @@ def _timestamp(name: str, raw: Any) -> int:
     return value
 
 
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
 def _boolean(name: str, raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
-        return raw.strip().lower() in _TRUE
-    raise QueryValidationError(name, f"expected true or false, got {raw!r}")
+    value = truth_of(raw)
+    if value is None:
+        raise QueryValidationError(name, f"expected true or false, got {raw!r}")
+    return value
 
 
 def _param(**spec: Any) -> Any:
@@ -278,8 +276,6 @@ class EngageQuery:
 
     where: str | None = _param(
         normalise=_text,
-        flag="--where",
-        wire="where",
         kind="text",
         metavar="EXPR",
         multiline=True,
@@ -289,7 +285,6 @@ class EngageQuery:
     cohort_id: int | None = _param(
         normalise=_positive_int,
         encode=_encode_cohort,
-        flag="--cohort-id",
         wire="filter_by_cohort",
         kind="int",
         metavar="ID",
@@ -298,8 +293,6 @@ class EngageQuery:
     )
     output_properties: tuple[str, ...] | None = _param(
         normalise=_output_properties,
-        flag="--output-properties",
-        wire="output_properties",
         kind="list",
         metavar="NAMES",
         help="Only these properties (comma-separated or a JSON array): much smaller pages.",
@@ -307,8 +300,6 @@ class EngageQuery:
     )
     distinct_id: str | None = _param(
         normalise=_text,
-        flag="--distinct-id",
-        wire="distinct_id",
         kind="text",
         metavar="ID",
         help="One profile by distinct_id. Not with --distinct-ids.",
@@ -316,8 +307,6 @@ class EngageQuery:
     )
     distinct_ids: tuple[str, ...] | None = _param(
         normalise=_distinct_ids,
-        flag="--distinct-ids",
-        wire="distinct_ids",
         kind="list",
         metavar="IDS",
         multiline=True,
@@ -326,7 +315,6 @@ class EngageQuery:
     )
     group_id: str | None = _param(
         normalise=_text,
-        flag="--group-id",
         wire="data_group_id",
         kind="text",
         metavar="GROUP_KEY",
@@ -335,8 +323,6 @@ class EngageQuery:
     )
     behaviors: str | None = _param(
         normalise=_behaviors,
-        flag="--behaviors",
-        wire="behaviors",
         kind="json",
         metavar="JSON",
         multiline=True,
@@ -346,8 +332,6 @@ class EngageQuery:
     )
     as_of_timestamp: int | None = _param(
         normalise=_timestamp,
-        flag="--as-of-timestamp",
-        wire="as_of_timestamp",
         kind="timestamp",
         metavar="TS",
         help="Profiles as they were at this time (Unix seconds or ISO date-time, UTC).",
@@ -355,8 +339,6 @@ class EngageQuery:
     )
     include_all_users: bool | None = _param(
         normalise=_boolean,
-        flag="--include-all-users",
-        wire="include_all_users",
         kind="bool",
         metavar="BOOL",
         help="With --cohort-id: include cohort members without a profile (true/false).",
@@ -469,10 +451,21 @@ class EngageQuery:
 # -- the field table, for front ends -------------------------------------------------------------
 
 
+def flag_spelling(name: str) -> str:
+    """A field's command-line flag: its name with dashes (``distinct_ids`` → ``--distinct-ids``)."""
+    return "--" + name.replace("_", "-")
+
+
 @lru_cache(maxsize=1)
 def _declared() -> tuple[tuple[str, EngageParam], ...]:
     return tuple(
-        (f.name, EngageParam(**f.metadata["engage"], metadata_field="filter_" + f.name))
+        (
+            f.name,
+            EngageParam(
+                **{"flag": flag_spelling(f.name), "wire": f.name, **f.metadata["engage"]},
+                metadata_field="filter_" + f.name,
+            ),
+        )
         for f in dataclasses.fields(EngageQuery)
     )
 

@@ -15,10 +15,11 @@ import difflib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from .exceptions import QueryValidationError
-from .query import EngageQuery, engage_params, parameter_names
+from .query import EngageQuery, engage_params, flag_spelling, parameter_names
 from .text import seconds_of
 
 if TYPE_CHECKING:
@@ -50,7 +51,9 @@ class OptionTypeError(QueryValidationError, TypeError):
 class FetchOption:
     """How one fetch option looks to people: its command-line flag and help.
 
-    ``flag`` is empty for options only the Python API has (callbacks, a cancel event).
+    ``flag`` is the field name spelled for a command line (``page_size`` → ``--page-size``) unless
+    declared otherwise (``max_workers`` is ``--workers``); it is empty for options only the Python
+    API has: every ``hook`` (callbacks, a cancel event) and any declared with ``flag=""``.
     """
 
     kind: OptionKind
@@ -61,7 +64,7 @@ class FetchOption:
 
 
 def _option(default: Any = None, **spec: Any) -> Any:
-    return field(default=default, metadata={"fetch": FetchOption(**spec)})
+    return field(default=default, metadata={"fetch": spec})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,14 +76,11 @@ class FetchRequest:
     `OptionTypeError` for a wrong type) naming the field, before anything is sent or written.
     """
 
-    table: str = _option(
-        DEFAULT_TABLE, kind="name", flag="--table", metavar="NAME", help="The table to write."
-    )
+    table: str = _option(DEFAULT_TABLE, kind="name", metavar="NAME", help="The table to write.")
     query: EngageQuery = field(default_factory=EngageQuery)
     parallel: bool | None = _option(
         None,
         kind="flag",
-        flag="--parallel",
         short="-p",
         help=f"Fetch up to {MAX_WORKERS} pages at once (--workers sets how many).",
     )
@@ -95,7 +95,6 @@ class FetchRequest:
     page_size: int | None = _option(
         None,
         kind="int",
-        flag="--page-size",
         metavar="N",
         help=f"Profiles per page to ask for, at most {MAX_PAGE_SIZE:,} (default: the page_size "
         "setting). Each page is one query of the hourly budget; the server's answer decides.",
@@ -103,7 +102,6 @@ class FetchRequest:
     max_age: float | None = _option(
         None,
         kind="duration",
-        flag="--max-age",
         metavar="AGE",
         help="Answer from the table, spending no query, when it is complete, was fetched with the "
         "same query and is younger than AGE (e.g. 24h, 30m, 0 to always fetch; default: the "
@@ -112,29 +110,25 @@ class FetchRequest:
     update: bool = _option(
         False,
         kind="flag",
-        flag="--update",
         help="Fetch only the profiles of the table's own query seen since its last fetch (less "
         "the lookback), and merge them in by distinct_id.",
     )
     lookback: float = _option(
         DEFAULT_LOOKBACK,
         kind="duration",
-        flag="--lookback",
         metavar="AGE",
         help="With --update: how far before the last fetch to look again, for clock and "
         "project-timezone skew (default 24h).",
     )
-    append: bool = _option(False, kind="flag", flag="--append", help="Add to an existing table.")
+    append: bool = _option(False, kind="flag", help="Add to an existing table.")
     replace: bool = _option(
         False,
         kind="flag",
-        flag="--replace",
         help="Replace an existing table (the old one stays readable until the new one is complete).",
     )
     resume: bool = _option(
         False,
         kind="flag",
-        flag="--resume",
         help="Continue an interrupted or partial fetch of the table with its stored query: only "
         "the missing and failed pages are fetched.",
     )
@@ -148,6 +142,7 @@ class FetchRequest:
     batch_size: int = _option(
         10_000,
         kind="int",
+        flag="",
         help="Rows per write transaction at most: the writer commits the whole pages already "
         "waiting for it together, up to this many rows (it never waits to fill a batch).",
     )
@@ -309,12 +304,24 @@ class FetchRequest:
 # -- the option table, for front ends ------------------------------------------------------------
 
 
+def _spec(name: str, declared: Mapping[str, Any]) -> FetchOption:
+    """The option as declared, with the flag its name gives it unless it declares one."""
+    flag = "" if declared["kind"] == "hook" else flag_spelling(name)
+    return FetchOption(**{"flag": flag, **declared})
+
+
+@lru_cache(maxsize=1)
+def _declared() -> tuple[tuple[str, FetchOption], ...]:
+    return tuple(
+        (f.name, _spec(f.name, f.metadata["fetch"]))
+        for f in dataclasses.fields(FetchRequest)
+        if "fetch" in f.metadata
+    )
+
+
 def fetch_options() -> Iterator[tuple[str, FetchOption]]:
     """(field name, spec) of every fetch option, in declaration order (``query`` is not one)."""
-    for f in dataclasses.fields(FetchRequest):
-        spec = f.metadata.get("fetch")
-        if spec is not None:
-            yield f.name, spec
+    yield from _declared()
 
 
 def option_names() -> tuple[str, ...]:
@@ -330,7 +337,7 @@ def flag_for(name: str) -> str:
     for param, engage in engage_params():
         if param == name:
             return engage.flag
-    return "--" + name.replace("_", "-")
+    return flag_spelling(name)
 
 
 def defaults() -> Mapping[str, Any]:

@@ -111,13 +111,14 @@ def answer_from_table(
 
 @dataclass(frozen=True)
 class UpdatePlan:
-    """What an update sends: the table's own query narrowed to profiles seen since ``cursor``."""
+    """What an update sends: the table's own query narrowed to profiles seen since ``cursor``.
 
-    table: str
+    ``meta`` is the table as it stood before the update (its name, its rows, its query ``base``).
+    """
+
     base: EngageQuery
     cursor: str
     request: FetchRequest
-    rows_before: int
     meta: TableMetadata
 
 
@@ -171,22 +172,15 @@ def plan_update(storage: StorageEngine, request: FetchRequest) -> UpdatePlan:
     run = request.with_changes(
         update=False, append=True, lookback=DEFAULT_LOOKBACK, query=narrowed, max_age=None
     )
-    return UpdatePlan(
-        table=meta.table,
-        base=base,
-        cursor=cursor,
-        request=run,
-        rows_before=meta.rows,
-        meta=meta,
-    )
+    return UpdatePlan(base=base, cursor=cursor, request=run, meta=meta)
 
 
 def record_update(
     storage: StorageEngine, plan: UpdatePlan, result: AnyFetchResult, *, source: str
 ) -> AnyFetchResult:
     """Keep the table's own query as its query, log the update, and say what it did."""
-    meta = storage.metadata(plan.table)
-    added = max(0, meta.rows - plan.rows_before)
+    meta = storage.metadata(plan.meta.table)
+    added = max(0, meta.rows - plan.meta.rows)
     fetched = result.rows
     changed = max(0, fetched - added)
     queries = result.successful_pages + len(result.failed_page_indices)
@@ -198,7 +192,7 @@ def record_update(
         "queries": queries,
     }
     storage.annotate(
-        plan.table,
+        plan.meta.table,
         query=plan.base.to_dict(),
         **plan.base.metadata_filters(),
         queries=plan.meta.queries,
@@ -206,7 +200,7 @@ def record_update(
         source=source,
     )
     note = (
-        f"updated table {plan.table}: {plural(changed, 'profile')} changed and {added:,} new "
+        f"updated table {plan.meta.table}: {plural(changed, 'profile')} changed and {added:,} new "
         f"since {plan.cursor} ({queries} {'query' if queries == 1 else 'queries'}); a profile that stopped matching the "
         "query or was deleted stays until a full fetch (a max age of 0)"
     )

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .exceptions import ConfigurationError
-from .text import seconds_of
+from .text import seconds_of, truth_of
 from .urls import mask_url
 
 REGION_HOSTS: dict[str, str] = {
@@ -81,15 +81,11 @@ def _region(blame: str, raw: Any) -> str:
     return value
 
 
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
-
-
 def _boolean(blame: str, raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
-        return raw.strip().lower() in _TRUE
-    raise ConfigurationError(blame, f"{raw!r} is not true or false (1/0, yes/no also work)")
+    value = truth_of(raw)
+    if value is None:
+        raise ConfigurationError(blame, f"{raw!r} is not true or false (1/0, yes/no also work)")
+    return value
 
 
 _MEMORY = re.compile(r"\d+(\.\d+)?\s*([KMGT]i?B|B)", re.IGNORECASE)

@@ -1,4 +1,4 @@
-"""Words shared by every front end and every layer: durations, counts, one-line messages.
+"""Words shared by every front end and every layer: durations, counts, yes/no, one-line messages.
 
 One module so that "125.4 s" reads the same in a budget warning, a progress bar and a CLI line:
 two copies of `format_duration` once rounded it differently ("2 min 6 s" and "2 min 5 s").
@@ -68,3 +68,22 @@ def seconds_of(raw: float | str | timedelta) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"must be 0 or more seconds, got {raw!r}")
     return value
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def truth_of(raw: object) -> bool | None:
+    """A bool as it is, or the words ``true``/``false`` (``1``/``0``, ``yes``/``no``, ``on``/``off``,
+    any case) as one; None for anything else, for the caller to refuse in its own words.
+
+    One rule for every yes/no a user writes (``include_all_users``, ``MP_ALLOW_INSECURE_HTTP``).
+    """
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        word = raw.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+    return None

@@ -7,6 +7,7 @@ declarations), so the CLI cannot offer an option the magic and the form do not.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from ..argspec import SpecParser, add_fetch_arguments, add_query_arguments
@@ -53,7 +54,7 @@ def build_parser() -> SpecParser:
     )
     add_fetch_arguments(profiles, skip=("table",))
     add_query_arguments(profiles)
-    add_common(profiles, formats=("json", "table"), default_format="json")
+    add_common(profiles, formats=("json", "table"))
     option_group(profiles, "output and workspace").add_argument(
         "--quiet",
         "-q",
@@ -63,37 +64,40 @@ def build_parser() -> SpecParser:
     )
     profiles.set_defaults(handler=cmd_fetch_profiles)
 
-    sql = commands.add_parser(
+    sql = workspace_command(
+        commands,
         "sql",
+        cmd_sql,
+        formats=("table", "json", "csv"),
         help="Run SQL against the workspace.",
         description="Run one SQL statement against the workspace and print the rows.",
     )
     sql.add_argument(
         "query", metavar="SQL", help='The statement, e.g. "SELECT count(*) FROM profiles".'
     )
-    add_common(sql, formats=("table", "json", "csv"), default_format="table")
-    sql.set_defaults(handler=cmd_sql)
-
-    tables = commands.add_parser(
+    workspace_command(
+        commands,
         "tables",
+        cmd_tables,
+        formats=("table", "json"),
         help="List the workspace's tables.",
         description="List the tables in the workspace with their rows and fetch status.",
     )
-    add_common(tables, formats=("table", "json"), default_format="table")
-    tables.set_defaults(handler=cmd_tables)
-
-    budget = commands.add_parser(
+    workspace_command(
+        commands,
         "budget",
+        cmd_budget,
+        formats=("table", "json"),
         help="Show the project's query budget.",
         description="Show the project's query budget as every process sharing it sees it: "
         "queries used and left in the window, in flight and by whom, when the next slot frees, "
         "and the ledger in use (a file, or the team's Redis).",
     )
-    add_common(budget, formats=("table", "json"), default_format="table")
-    budget.set_defaults(handler=cmd_budget)
-
-    export = commands.add_parser(
+    export = workspace_command(
+        commands,
         "export",
+        cmd_export,
+        formats=None,
         help="Export a table to a file.",
         description="Write a table to PATH, in the format its suffix names: .parquet (Parquet), "
         ".csv (CSV with a header), .jsonl or .ndjson (JSON Lines: one object per line), .json "
@@ -103,8 +107,6 @@ def build_parser() -> SpecParser:
     export.add_argument(
         "path", metavar="PATH", help="Where to write it (.parquet, .csv, .jsonl, .ndjson or .json)."
     )
-    add_common(export, formats=None, default_format=None)
-    export.set_defaults(handler=cmd_export)
 
     commands.add_parser(
         "emulator",
@@ -122,9 +124,25 @@ def option_group(parser: argparse.ArgumentParser, title: str) -> Any:
     return parser
 
 
-def add_common(
-    parser: argparse.ArgumentParser, *, formats: tuple[str, ...] | None, default_format: str | None
-) -> None:
+def workspace_command(
+    commands: Any,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    *,
+    formats: tuple[str, ...] | None,
+    help: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    """A subcommand that works on the workspace: its help, the options every subcommand shares
+    (`add_common`) and the handler it runs; the caller adds its positional arguments."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help, description=description)
+    add_common(parser, formats=formats)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def add_common(parser: argparse.ArgumentParser, *, formats: tuple[str, ...] | None) -> None:
+    """``--db``, ``--format`` (when the command has formats; the first is the default), ``--debug``."""
     group = parser.add_argument_group("output and workspace")
     group.add_argument(
         "--db",
@@ -136,8 +154,8 @@ def add_common(
         group.add_argument(
             "--format",
             choices=formats,
-            default=default_format,
-            help=f"Output format (default {default_format}).",
+            default=formats[0],
+            help=f"Output format (default {formats[0]}).",
         )
     group.add_argument(
         "--debug", action="store_true", help="Show tracebacks for unexpected errors."

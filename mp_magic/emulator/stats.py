@@ -7,6 +7,7 @@ lock, and `EngageEmulator.stats` hands out an immutable snapshot.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
 from dataclasses import dataclass, field
@@ -45,19 +46,12 @@ class EmulatorStats:
         return dataclasses.asdict(self)
 
 
-@dataclass
-class _Counters:
-    requests: int = 0
-    queries: int = 0
-    by_status: dict[int, int] = field(default_factory=dict)
-    rate_limited: int = 0
-    max_in_flight: int = 0
-    queries_by_session: dict[str, int] = field(default_factory=dict)
-    pages_served: list[tuple[str, int]] = field(default_factory=list)
-    sessions_created: int = 0
-    faults_fired: dict[str, int] = field(default_factory=dict)
-    pages_by_endpoint: dict[str, int] = field(default_factory=dict)
-    counted_queries: int = 0
+def _zero(max_in_flight: int = 0) -> dict[str, Any]:
+    """Fresh counters, keyed by `EmulatorStats`' own fields (``in_flight`` is read live, not
+    counted), so the snapshot's declaration is the one list of what is counted."""
+    counters = dataclasses.asdict(EmulatorStats(max_in_flight=max_in_flight))
+    del counters["in_flight"]
+    return counters
 
 
 class StatsRecorder:
@@ -65,65 +59,56 @@ class StatsRecorder:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._c = _Counters()
+        self._c = _zero()
 
     def request(self) -> None:
         with self._lock:
-            self._c.requests += 1
+            self._c["requests"] += 1
 
     def status(self, status: int) -> None:
         with self._lock:
-            self._c.by_status[status] = self._c.by_status.get(status, 0) + 1
+            self._tally("by_status", status)
 
     def rate_limited(self) -> None:
         with self._lock:
-            self._c.rate_limited += 1
+            self._c["rate_limited"] += 1
 
     def admitted(self, in_flight: int, *, counted: bool) -> None:
         with self._lock:
-            self._c.queries += 1
+            self._c["queries"] += 1
             if counted:
-                self._c.counted_queries += 1
-            self._c.max_in_flight = max(self._c.max_in_flight, in_flight)
+                self._c["counted_queries"] += 1
+            self._c["max_in_flight"] = max(self._c["max_in_flight"], in_flight)
 
     def session_query(self, session_id: str) -> None:
         with self._lock:
-            by = self._c.queries_by_session
-            by[session_id] = by.get(session_id, 0) + 1
+            self._tally("queries_by_session", session_id)
 
     def session_created(self) -> None:
         with self._lock:
-            self._c.sessions_created += 1
+            self._c["sessions_created"] += 1
 
     def fault(self, kind: str) -> None:
         with self._lock:
-            self._c.faults_fired[kind] = self._c.faults_fired.get(kind, 0) + 1
+            self._tally("faults_fired", kind)
 
     def page(self, endpoint: str, session_id: str | None = None, page: int = 0) -> None:
         with self._lock:
-            by = self._c.pages_by_endpoint
-            by[endpoint] = by.get(endpoint, 0) + 1
+            self._tally("pages_by_endpoint", endpoint)
             if session_id is not None:
-                self._c.pages_served.append((session_id, page))
+                self._c["pages_served"].append((session_id, page))
+
+    def _tally(self, counter: str, key: Any) -> None:
+        """One more ``key`` in a per-key counter (the caller holds the lock)."""
+        by = self._c[counter]
+        by[key] = by.get(key, 0) + 1
 
     def reset(self, in_flight: int) -> None:
         with self._lock:
-            self._c = _Counters(max_in_flight=in_flight)
+            self._c = _zero(max_in_flight=in_flight)
 
     def snapshot(self, in_flight: int) -> EmulatorStats:
         with self._lock:
-            c = self._c
             return EmulatorStats(
-                requests=c.requests,
-                queries=c.queries,
-                by_status=dict(c.by_status),
-                rate_limited=c.rate_limited,
-                max_in_flight=c.max_in_flight,
-                in_flight=in_flight,
-                queries_by_session=dict(c.queries_by_session),
-                pages_served=list(c.pages_served),
-                sessions_created=c.sessions_created,
-                faults_fired=dict(c.faults_fired),
-                pages_by_endpoint=dict(c.pages_by_endpoint),
-                counted_queries=c.counted_queries,
+                in_flight=in_flight, **{name: copy.copy(value) for name, value in self._c.items()}
             )

@@ -24,7 +24,7 @@ Grammar (lowest precedence first)::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,22 +77,13 @@ def _chain(first: Evaluator, steps: list[tuple[Callable[[Any, Any], Any], Evalua
     return ev
 
 
-def _any(items: list[Evaluator]) -> Evaluator:
+def _junction(items: list[Evaluator], combine: Callable[[Iterable[bool]], bool]) -> Evaluator:
+    """``or`` (``combine=any``) or ``and`` (``combine=all``) of the items, short-circuiting."""
     if len(items) == 1:
         return items[0]
 
     def ev(p: Mapping[str, Any], i: int, b: BehaviorCount) -> Any:
-        return any(truthy(e(p, i, b)) for e in items)
-
-    return ev
-
-
-def _all(items: list[Evaluator]) -> Evaluator:
-    if len(items) == 1:
-        return items[0]
-
-    def ev(p: Mapping[str, Any], i: int, b: BehaviorCount) -> Any:
-        return all(truthy(e(p, i, b)) for e in items)
+        return combine(truthy(e(p, i, b)) for e in items)
 
     return ev
 
@@ -179,14 +170,14 @@ class _Parser:
             self.next()
             items.append(self.parse_and())
         self.depth -= 1
-        return _any(items)
+        return _junction(items, any)
 
     def parse_and(self) -> Evaluator:
         items = [self.parse_not()]
         while self.is_name("and"):
             self.next()
             items.append(self.parse_not())
-        return _all(items)
+        return _junction(items, all)
 
     def parse_not(self) -> Evaluator:
         if self.is_name("not") and not (

@@ -84,14 +84,7 @@ def user_table(name: str) -> str:
 
 def table_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
     """Is there a user table ``name`` (any case)?"""
-    return bool(
-        scalar(
-            conn,
-            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND schema_name = 'main' AND NOT temporary AND lower(table_name) = lower(?)",
-            [name],
-        )
-    )
+    return table_name(conn, name) is not None
 
 
 def table_name(conn: duckdb.DuckDBPyConnection, name: str) -> str | None:

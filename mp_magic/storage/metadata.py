@@ -42,18 +42,23 @@ def metadata_from_json(text: str) -> TableMetadata:
 def metadata_for(
     fetch: FetchRecord,
     *,
-    status: FetchStatus,
     rows: int,
     done: frozenset[int],
     failed: dict[int, str],
-    sessions: int,
-    waited_seconds: float,
-    duration_seconds: float,
     fetched_at: datetime,
     column_map: dict[str, str],
     queries: list[dict[str, Any]] | None = None,
+    status: FetchStatus | None = None,
+    sessions: int | None = None,
+    waited_seconds: float | None = None,
+    duration_seconds: float | None = None,
 ) -> TableMetadata:
-    """The TableMetadata of a fetch record: one place for finalize and for an unfinished fetch."""
+    """The TableMetadata of a fetch record: one place for finalize and for an unfinished fetch.
+
+    ``status``, ``sessions``, ``waited_seconds`` and ``duration_seconds`` are the record's own (an
+    unfinished fetch as it stands) unless given (finalize gives the run's final ones).
+    """
+    status = fetch.status if status is None else status
     return TableMetadata(
         table=fetch.name,
         type="profiles",
@@ -69,9 +74,9 @@ def metadata_for(
         pages_done=len(done),
         failed_page_indices=sorted(failed),
         session_id=fetch.session_id,
-        sessions=sessions,
-        waited_seconds=waited_seconds,
-        duration_seconds=duration_seconds,
+        sessions=fetch.sessions if sessions is None else sessions,
+        waited_seconds=fetch.waited_seconds if waited_seconds is None else waited_seconds,
+        duration_seconds=fetch.duration_seconds if duration_seconds is None else duration_seconds,
         parallel=fetch.parallel,
         column_map=column_map,
         queries=[fetch.query.to_dict()] if queries is None else queries,

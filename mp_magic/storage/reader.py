@@ -72,13 +72,9 @@ def read_metadata(cur: duckdb.DuckDBPyConnection, name: str) -> TableMetadata:
     rows = int(scalar(cur, f"SELECT count(*) FROM {user_table(name)}")) if exists else 0
     return metadata_for(
         fetch,
-        status=fetch.status,
         rows=rows,
         done=done,
         failed=failed,
-        sessions=fetch.sessions,
-        waited_seconds=fetch.waited_seconds,
-        duration_seconds=fetch.duration_seconds,
         fetched_at=stored.fetched_at if stored else datetime.now(UTC),
         column_map=stored.column_map if (stored and exists) else {},
         queries=queries_of(fetch, stored),
