@@ -200,7 +200,7 @@ class FetchEngine:
         self._record_plan(total_profiles=total_profiles)
         rest = list(range(1, pages))
         self._announce(rest)
-        first = Fetched(0, self._session_no, body, head.count)
+        first = Fetched(head, self._session_no, body)
         if self._parallel and rest:
             self._first = first  # typed while the next pages are in flight, and written first
         else:
@@ -292,7 +292,7 @@ class FetchEngine:
                 page=0,
             )
         self._session_id = head.session_id
-        batch = self._transform(Fetched(0, self._session_no, body, head.count))
+        batch = self._transform(Fetched(head, self._session_no, body))
         self._storage.write_pages(self._request.table, [batch])
         self._record_plan(total_profiles=self._tally.expected_rows)
 
@@ -380,12 +380,12 @@ class FetchEngine:
                     ),
                 )
                 return None
-            return Fetched(page, session, body, head.count)
+            return Fetched(head, session, body)
 
     def _transform(self, fetched: Fetched) -> PageBatch:
         """Body → columnar batch: DuckDB parses it, off the GIL (transform threads, or inline)."""
         return self._storage.page_batch(
-            fetched.page_index, body=fetched.body, session=fetched.session, rows=fetched.rows
+            fetched.page_index, body=fetched.body, session=fetched.session, rows=fetched.head.count
         )
 
     def _request_page(

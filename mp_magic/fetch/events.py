@@ -16,22 +16,22 @@ from dataclasses import dataclass, field
 
 from ..exceptions import MpMagicWarning
 from ..request import FetchRequest
-from ..types import BudgetWait, ProfileBatchProgress, ProgressReporter
+from ..types import BudgetWait, PageHead, ProfileBatchProgress, ProgressReporter
 from ._waits import WaitClock
 
 
 @dataclass(frozen=True)
 class Fetched:
-    """A page's body as the API sent it, waiting to be transformed.
+    """A page as the client handed it back, waiting to be transformed: its body as the API sent
+    it, and its head, whose profile count spares the transform a parse to count them."""
 
-    ``rows`` is the profile count the client's envelope check already took, so the transform
-    need not parse the body once more just to count them.
-    """
-
-    page_index: int
+    head: PageHead
     session: int
     body: bytes
-    rows: int | None = None
+
+    @property
+    def page_index(self) -> int:
+        return self.head.page
 
 
 @dataclass(frozen=True)

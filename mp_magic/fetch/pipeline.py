@@ -15,6 +15,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from enum import Enum
 
 from ..client import CancelEvent
@@ -133,52 +134,46 @@ class OrderedWriter(threading.Thread):
                 self._slots.release()
 
 
+@dataclass(kw_only=True, eq=False)
 class ParallelRound:
-    """Fetch ``pages`` in the current session with ``workers`` threads; page 0's body may come
-    along already fetched (``first``), to be typed while the other pages are in flight."""
+    """Fetch pages in the current session with ``workers`` threads; page 0's body may come
+    along already fetched (``first``), to be typed while the other pages are in flight.
 
-    def __init__(
-        self,
-        *,
-        storage: StorageEngine,
-        table: str,
-        workers: int,
-        transform_threads: int,
-        batch_size: int,
-        fetch_page: Callable[[int], Fetched | None],
-        transform: Callable[[Fetched], PageBatch],
-        pump: EventPump,
-        cancel: CancelEvent,
-        stopped: Callable[[], bool],
-    ) -> None:
-        self._storage = storage
-        self._table = table
-        self._workers = workers
-        self._transform_threads = transform_threads
-        self._batch_size = batch_size
-        self._fetch_page = fetch_page
-        self._transform = transform
-        self._pump = pump
-        self._cancel = cancel
-        self._stopped = stopped  # the budget stopped a --no-wait fetch
-        self._slots = threading.BoundedSemaphore(workers * 2)
-        self._session_gone = threading.Event()
+    ``stopped`` says whether the hourly budget stopped a --no-wait fetch. Every page holds one
+    of ``2 × workers`` slots from fetch to write.
+    """
+
+    storage: StorageEngine
+    table: str
+    workers: int
+    transform_threads: int
+    batch_size: int
+    fetch_page: Callable[[int], Fetched | None]
+    transform: Callable[[Fetched], PageBatch]
+    pump: EventPump
+    cancel: CancelEvent
+    stopped: Callable[[], bool]
+    _slots: threading.Semaphore = field(init=False)
+    _session_gone: threading.Event = field(init=False, default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.workers * 2)
 
     def run(self, pages: Sequence[int], first: Fetched | None = None) -> dict[int, Outcome]:
         """Each page's outcome; raises what a thread raised, after every thread has stopped."""
         order = sorted([*pages, *([first.page_index] if first else [])])
         writer = OrderedWriter(
-            self._storage,
-            self._table,
+            self.storage,
+            self.table,
             order,
-            batch_size=self._batch_size,
-            hold=self._workers,
+            batch_size=self.batch_size,
+            hold=self.workers,
             slots=self._slots,
-            pump=self._pump,
-            on_error=self._cancel.set,
+            pump=self.pump,
+            on_error=self.cancel.set,
         )
-        transformer = ThreadPoolExecutor(self._transform_threads, "mp_magic-transform")
-        pool = ThreadPoolExecutor(self._workers, "mp_magic-page")
+        transformer = ThreadPoolExecutor(self.transform_threads, "mp_magic-transform")
+        pool = ThreadPoolExecutor(self.workers, "mp_magic-page")
         writer.start()
         futures: dict[int, Future[Outcome]] = {}
         try:
@@ -188,16 +183,16 @@ class ParallelRound:
             for page in pages:
                 futures[page] = pool.submit(self._work, page, transformer, writer)
             while not all(f.done() for f in futures.values()):
-                self._pump.drain(timeout=0.05)
+                self.pump.drain(timeout=0.05)
         except BaseException:
-            self._cancel.set()
+            self.cancel.set()
             _finish_through_interrupts(pool, transformer, writer)
-            self._pump.drain_quietly()
+            self.pump.drain_quietly()
             raise
         _finish_through_interrupts(pool, transformer, writer)
         while writer.is_alive():
-            self._pump.drain(timeout=0.05)
-        self._pump.drain()
+            self.pump.drain(timeout=0.05)
+        self.pump.drain()
         return {page: future.result() for page, future in futures.items()}
 
     def _work(self, page: int, transformer: ThreadPoolExecutor, writer: OrderedWriter) -> Outcome:
@@ -207,26 +202,26 @@ class ParallelRound:
         return outcome
 
     def _fetch(self, page: int, transformer: ThreadPoolExecutor, writer: OrderedWriter) -> Outcome:
-        if self._cancel.is_set():
+        if self.cancel.is_set():
             return Outcome.CANCELLED
         if self._session_gone.is_set():
             return Outcome.EXPIRED
-        if self._stopped():
+        if self.stopped():
             return Outcome.DEFERRED
         try:
-            fetched = self._fetch_page(page)
+            fetched = self.fetch_page(page)
         except SessionExpired:
             self._session_gone.set()
             return Outcome.EXPIRED
         except FetchCancelledError:
             return (
                 Outcome.DEFERRED
-                if self._stopped() and not self._cancel.is_set()
+                if self.stopped() and not self.cancel.is_set()
                 else (Outcome.CANCELLED)
             )
         except BaseException as exc:  # never lose an unexpected error in a worker
-            self._pump.put(exc)
-            self._cancel.set()
+            self.pump.put(exc)
+            self.cancel.set()
             return Outcome.CANCELLED
         if fetched is None:  # failed after the client's retries; already recorded
             return Outcome.FAILED
@@ -239,12 +234,12 @@ class ParallelRound:
     ) -> None:
         def transform() -> None:
             try:
-                batch = self._transform(fetched)
+                batch = self.transform(fetched)
             except BaseException as exc:  # never lose an unexpected error in a transformer
                 self._slots.release()
                 writer.inbox.put(fetched.page_index)
-                self._pump.put(exc)
-                self._cancel.set()
+                self.pump.put(exc)
+                self.cancel.set()
                 return
             writer.inbox.put(batch)  # even when cancelled: fetched pages are kept
 
