@@ -31,6 +31,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -399,6 +400,10 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHES)}")
     os.environ.pop("MP_QUERY_BUDGET", None)
+    # Each bench emulator is a new "project" (its own port): its budget ledger lives in a state
+    # directory of the run's own, not among the user's (the same code path, nothing left behind).
+    state = tempfile.TemporaryDirectory(prefix="mp-bench-state-")
+    os.environ["XDG_STATE_HOME"] = state.name
     for name in args.which or list(BENCHES):
         started = time.perf_counter()
         figures = BENCHES[name]()

@@ -42,9 +42,9 @@ def _pages(url: str) -> list[Any]:
     ) as ws:
         ws.fetch_profiles("p", parallel=True, progress=False)
         typed = pa.Table.from_pandas(ws.table("p"), preserve_index=False)
-        raw = ws.table("p", raw=True)
-    assert list(raw["distinct_id"]) == typed.column("distinct_id").to_pylist()
-    whole = typed.append_column("properties", pa.array(raw["properties"], pa.string()))
+    # the table's own properties column, as plain text: what the writer inserts and casts
+    properties = typed.column("properties").cast(pa.string())
+    whole = typed.drop_columns(["properties"]).append_column("properties", properties)
     return [whole.slice(start, 1000) for start in range(0, whole.num_rows, 1000)]
 
 
