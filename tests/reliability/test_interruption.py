@@ -98,6 +98,18 @@ def assert_interrupted_state(ws: Workspace, name: str) -> None:
     assert name not in ws.tables()  # the typed table appears only when the fetch completes
 
 
+def resume_cleanly(ws: Workspace, name: str) -> None:
+    """After an interrupt: no thread left, the table not complete; a resume on a healthy server
+    then brings every profile exactly once."""
+    assert not mp_threads()
+    assert_interrupted_state(ws, name)
+    ws.emulator.clear_faults()
+    set_latency(ws, 0.0)
+    ws.resume(name, progress=False)
+    assert counts(ws, name) == (PROFILES, PROFILES)
+    assert ids_in(ws, name) == expected_ids(ws)
+
+
 @pytest.mark.parametrize("delay", [0.1, 0.45, 0.9])
 @MODES
 def test_sigint_stops_promptly_and_resume_completes(
@@ -143,13 +155,7 @@ def test_interrupting_a_resume_then_resuming_again(
     interrupt_when(
         lambda: ws.resume("twice", progress=False), lambda: served(ws) >= resumed_from + 3
     )
-    assert not mp_threads()
-    assert_interrupted_state(ws, "twice")
-    ws.emulator.clear_faults()
-    set_latency(ws, 0.0)
-    ws.resume("twice", progress=False)
-    assert counts(ws, "twice") == (PROFILES, PROFILES)
-    assert ids_in(ws, "twice") == expected_ids(ws)
+    resume_cleanly(ws, "twice")
 
 
 @MODES
@@ -289,13 +295,7 @@ def test_ctrl_c_pressed_three_times_still_stops_cleanly(
         lambda: ws.fetch_profiles("people", parallel=parallel, progress=False), press_three_times
     )
     assert stopped < 2.0
-    assert not mp_threads()
-    assert_interrupted_state(ws, "people")
-    ws.emulator.clear_faults()
-    set_latency(ws, 0.0)
-    ws.resume("people", progress=False)
-    assert counts(ws, "people") == (PROFILES, PROFILES)
-    assert ids_in(ws, "people") == expected_ids(ws)
+    resume_cleanly(ws, "people")
 
 
 # -- through the magic, in a real IPython shell ----------------------------------------------------
