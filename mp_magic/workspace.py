@@ -196,7 +196,9 @@ class Workspace:
         Raises `TableExistsError` when the table exists and the request neither appends nor
         replaces. Failed pages do not raise: they are in the result and the table's metadata, and
         `retry_failed_pages` fetches them again. Resuming a table that is complete spends no query
-        and returns a result that says so (``note``).
+        and returns a result that says so (``note``). Ctrl-C raises KeyboardInterrupt once the
+        fetch has stopped and kept its pages (resume finishes it); pressed after the last page,
+        it leaves the table complete.
         """
         if request.cancel is not None or threading.current_thread() is not threading.main_thread():
             return self._fetch_translated(request)  # the caller has its own way to stop it
