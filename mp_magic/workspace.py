@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .budget import shared_budget
+from .budget import private_budget
 from .client import CancelEvent, MixpanelAPIClient
 from .config import Credentials, QueryBudgetSpec, Secret, Settings
 from .ctrl_c import ctrl_c_cancels
@@ -153,8 +153,8 @@ class Workspace:
                 budget = None
                 if self.using_emulator:
                     settings = self._start_emulator(settings)
-                    # a private emulator on a fresh port: no other process can share its budget
-                    budget = shared_budget(settings, memory=True)
+                    # a private emulator: no other process or workspace shares its budget
+                    budget = private_budget(settings)
                 self._client = MixpanelAPIClient(settings, budget=budget)
                 # a Workspace nobody closes (a script, a kernel that just exits) still closes its
                 # connections and emulator at exit: no "ResourceWarning: unclosed socket"

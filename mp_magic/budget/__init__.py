@@ -45,6 +45,7 @@ __all__ = [
     "ledger_for",
     "machine_ledger",
     "mask_url",
+    "private_budget",
     "render_status",
     "shared_budget",
     "this_holder",
@@ -94,6 +95,15 @@ def ledger_for(settings: Settings) -> Ledger:
 
 _registry: dict[tuple[str, int, str], QueryBudget] = {}
 _registry_lock = threading.Lock()
+
+
+def private_budget(settings: Settings) -> QueryBudget:
+    """A budget of its own, in memory, shared with nobody and registered nowhere.
+
+    For a built-in emulator: its budget key names its loopback port, which a later emulator in
+    the same process may be given again, and that one must not inherit the old one's queries.
+    """
+    return QueryBudget(settings.query_budget, ledger=MemoryLedger(), lease=lease_seconds(settings))
 
 
 def shared_budget(settings: Settings, *, memory: bool = False) -> QueryBudget:

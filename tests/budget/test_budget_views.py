@@ -110,3 +110,22 @@ def test_the_budget_magic(
         set_default_workspace(previous)
         if current is not None:
             current.close()
+
+
+def test_a_later_emulator_on_the_same_port_starts_with_its_own_budget(
+    workspace_defaults: dict[str, Any],
+) -> None:
+    """The budget key of a built-in emulator names its port, which the system may hand out again
+    in the same process: the new emulator's budget must not inherit the old one's queries."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    used = []
+    for _ in range(2):
+        with Workspace(None, emulator={"port": port, "profiles": 50}, **workspace_defaults) as ws:
+            ws.fetch_profiles("one", progress=False)
+            assert ws.emulator.url.endswith(f":{port}")
+            used.append(ws.budget_status().used)
+    assert used == [1, 1]
