@@ -3,8 +3,7 @@
 `shared_budget` hands every client of the same ``Settings.budget_key`` (server and project) in a
 process the same `QueryBudget`, and backs it by the ledger every mp_magic process of the user
 shares: a SQLite file under the user state directory, or the team's Redis when
-``Settings.budget_url`` names one. ``shared_budget(settings, memory=True)`` keeps the budget in this
-process only.
+``Settings.budget_url`` names one. `private_budget` is one kept in memory for one client only.
 """
 
 from __future__ import annotations
@@ -106,23 +105,20 @@ def private_budget(settings: Settings) -> QueryBudget:
     return QueryBudget(settings.query_budget, ledger=MemoryLedger(), lease=lease_seconds(settings))
 
 
-def shared_budget(settings: Settings, *, memory: bool = False) -> QueryBudget:
+def shared_budget(settings: Settings) -> QueryBudget:
     """The one budget for ``settings.budget_key`` (server and project) in this process.
 
     If the settings name different limits than the registered budget has, the new limits win
-    (the user just said so) and the sends already recorded keep counting. ``memory=True`` asks
-    for a budget this process keeps to itself (tests, or a deliberate private allowance).
+    (the user just said so) and the sends already recorded keep counting.
     """
     base_url, project = settings.budget_key
     url = getattr(settings, "budget_url", None)
-    kind = "memory" if memory else (url or "machine")
-    key = (base_url, project, kind)
+    key = (base_url, project, url or "machine")
     with _registry_lock:
         budget = _registry.get(key)
         if budget is None:
-            ledger: Ledger = MemoryLedger() if memory else ledger_for(settings)
             budget = QueryBudget(
-                settings.query_budget, ledger=ledger, lease=lease_seconds(settings)
+                settings.query_budget, ledger=ledger_for(settings), lease=lease_seconds(settings)
             )
             _registry[key] = budget
         elif budget.spec != settings.query_budget:

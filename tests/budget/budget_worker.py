@@ -23,14 +23,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from mp_magic.budget import QueryBudget, lease_seconds, ledger_for, shared_budget
+from mp_magic.budget import QueryBudget, lease_seconds, ledger_for, private_budget, shared_budget
 from mp_magic.client import MixpanelAPIClient
 from mp_magic.config import Settings
 
 
 def _fetch(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings.load()
-    budget = shared_budget(settings, memory=args.memory)
+    budget = private_budget(settings) if args.memory else shared_budget(settings)
     print("ready", flush=True)
     sys.stdin.readline()
     started = time.time()

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from mp_magic.budget import SqliteLedger, counts_in_window, default_ledger_path, shared_budget
+from mp_magic.budget import (
+    SqliteLedger,
+    counts_in_window,
+    default_ledger_path,
+    private_budget,
+    shared_budget,
+)
 from mp_magic.config import Credentials, QueryBudgetSpec, Secret, Settings
 from mp_magic.exceptions import MpMagicWarning
 
@@ -35,7 +41,7 @@ def test_the_ledger_file_is_per_project_under_xdg_state_home(
         pass
     assert budget.ledger.location == str(default_ledger_path("https://mixpanel.com", 930001))
     assert Path(budget.ledger.location).is_file()
-    private = shared_budget(settings(930001), memory=True)
+    private = private_budget(settings(930001))
     assert private is not budget and private.remaining() == 5  # a budget of its own
 
 
