@@ -44,7 +44,7 @@ STAGE_PREFIX = "p_"
 # The fast split: both lists come from one body by JSON path. A profile missing either key would
 # shift one list against the other, so the lengths are checked against the array (``aligned``);
 # a JSON null where the properties belong reads as no properties.
-_SPLIT_BY_PATH = """
+_SPLIT_BY_PATH_OF = """
 SELECT pos, distinct_id, CASE WHEN p = 'null' THEN '{}'::JSON ELSE p END AS properties, aligned
 FROM (SELECT CAST(generate_subscripts(ps, 1) AS INTEGER) AS pos,
              unnest(ids) AS distinct_id,
@@ -56,8 +56,9 @@ FROM (SELECT CAST(generate_subscripts(ps, 1) AS INTEGER) AS pos,
                          {count} AS n
                   FROM (SELECT CAST(? AS VARCHAR) AS b))))
 """
-_COUNTED = "CAST(? AS BIGINT)"  # the caller's count of the body's profiles, a parameter
-_COUNT_THEM = "json_array_length(b, '$.results')"
+# The count to check against: the caller's (a parameter, before the body), or one more parse.
+_SPLIT_COUNTED = _SPLIT_BY_PATH_OF.replace("{count}", "CAST(? AS BIGINT)")
+_SPLIT_UNCOUNTED = _SPLIT_BY_PATH_OF.replace("{count}", "json_array_length(b, '$.results')")
 
 # The careful split, for pages the fast one cannot take (a profile without distinct_id, properties
 # that are not an object): one element at a time.
@@ -184,9 +185,7 @@ def transform_page(
     structure = _properties_structure(orjson.loads(found) if found else None)
     if structure is not None:
         split, params = (
-            (_SPLIT_BY_PATH.replace("{count}", _COUNT_THEM), [body])
-            if rows is None
-            else (_SPLIT_BY_PATH.replace("{count}", _COUNTED), [rows, body])
+            (_SPLIT_UNCOUNTED, [body]) if rows is None else (_SPLIT_COUNTED, [rows, body])
         )
         payload, candidates = _typed_page(
             conn, split, params, structure, typed=len(structure) <= WIDE_PAGE
