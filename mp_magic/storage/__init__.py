@@ -11,7 +11,8 @@ table into place when it already has the final layout (pages written in page ord
 seen on the first page: the usual sequential fetch); otherwise it copies it once into the layout
 below, and rebuilds from the JSON when profiles repeat (several sessions) or when appending.
 ``ledger`` keeps the bookkeeping (``metadata`` the TableMetadata it stores), ``reader`` the read
-side, ``opening`` the checks on a workspace file, ``engine`` the facade and its lock.
+side, ``opening`` the checks on a workspace file (and its 16,384-row groups, see
+``opening.ROW_GROUP_SIZE``), ``engine`` the facade and its lock.
 
 Typed table layout
 ------------------

@@ -43,7 +43,7 @@ from .catalog import (
 )
 from .finalizer import finalize_fetch
 from .ledger import UNFINISHED, FetchMode, FetchState
-from .naming import validate_table_name
+from .naming import quote_ident, validate_table_name
 from .opening import open_database, release
 from .pages import PageBatch, body_of, transform_page
 from .writer import PageWriter, create_raw
@@ -86,6 +86,8 @@ class StorageEngine:
         self._worker_conns: list[duckdb.DuckDBPyConnection] = []
         self._closed = False
         try:
+            database = self._conn.execute("SELECT current_database()").fetchall()[0][0]
+            self._use = f"USE {quote_ident(str(database))}"
             with self._lock:
                 self._conn.execute("SET enable_progress_bar = false")  # no bars from the writer
                 # A table the writer names that is missing must be an error, never a Python
@@ -134,6 +136,7 @@ class StorageEngine:
         self._check_open()
         cur = self._conn.cursor()
         try:
+            cur.execute(self._use)  # a cursor starts in DuckDB's default database, not the file
             yield cur
         finally:
             cur.close()

@@ -1,0 +1,42 @@
+"""A workspace file keeps its tables in 16,384-row groups, whatever the file is called.
+
+Small row groups are what keep a fetch's automatic checkpoints from rewriting up to 122,880 rows
+each time, and what let a whole-table read use every core; the figures are in bench/writer_probe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+from storage_support import StorageEngine, profile, run_fetch
+
+from mp_magic.storage.opening import ROW_GROUP_SIZE
+
+
+def _row_groups(path: Path, table: str) -> int:
+    with duckdb.connect(str(path), read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info(?)", [table]
+        ).fetchall()
+    return int(rows[0][0])
+
+
+@pytest.mark.parametrize("stem", ["ws", "memory", "temp", "my notebook.ipynb"])
+def test_a_fetched_table_is_stored_in_small_row_groups(tmp_path: Path, stem: str) -> None:
+    path = tmp_path / f"{stem}.duckdb"
+    pages = [
+        [profile(f"u{page}-{i}", n=i, plan="pro") for i in range(ROW_GROUP_SIZE // 4)]
+        for page in range(10)
+    ]
+    with StorageEngine(path) as engine:
+        meta = run_fetch(engine, "people", pages)
+        assert meta.rows == len(pages) * len(pages[0])
+        assert engine.tables() == ["people"]  # a reader cursor sees the file, not DuckDB's default
+        assert len(engine.sql("SELECT * FROM people")) == meta.rows
+    rows = len(pages) * len(pages[0])
+    assert _row_groups(path, "people") == -(-rows // ROW_GROUP_SIZE)
+    with StorageEngine(path) as engine:  # the file opens again, as itself
+        assert engine.metadata("people") == meta
+        assert engine.table("people")["n"].sum() == sum(range(len(pages[0]))) * len(pages)
