@@ -7,7 +7,8 @@ that can be done before the whole fetch is seen, inside DuckDB and Arrow (which 
 2. The profiles split out of the body by JSON path (``distinct_id`` and the ``$properties`` text).
 3. ``json_transform`` of the properties into one *candidate* column per property, typed as this
    page alone says (strings VARCHAR, integers BIGINT or HUGEINT, objects and mixed values JSON, ...),
-   plus ``last_seen``.
+   plus ``last_seen``. The candidates leave DuckDB as one struct column, which Arrow splits
+   into columns without copying: a projection per property cost more than the transform.
 4. The facts the structure cannot tell (is every string a Mixpanel datetime, does every integer fit
    a BIGINT) from the typed candidates with Arrow compute, which gives the page's statistics
    (``STATS_COLUMNS`` rows).
@@ -31,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from .naming import LAST_SEEN_PROPERTY, quote_ident
+from .naming import LAST_SEEN_PROPERTY
 from .schema import (
     DATETIME_PATTERN,
     STATS_SCHEMA,
@@ -247,22 +248,29 @@ def _typed_page(
             f"TRY_CAST(json_extract_string(properties, '{pointer}') AS TIMESTAMP) AS last_seen"
         )
     parts += ["properties", "aligned"]
+    if not transform:
+        sql, params = f"SELECT {', '.join(parts)} FROM ({split})", split_params
+        return conn.sql(sql, params=params).to_arrow_table(), candidates
+    # The candidates leave DuckDB as ONE struct column, split into columns by Arrow (no copy):
+    # a projection per property cost more to bind and to convert than the transform itself.
+    sql = (
+        f"SELECT {', '.join(parts)}, __s FROM (SELECT *, json_transform(properties, ?) AS __s "
+        f"FROM ({split}))"
+    )
+    params = [orjson.dumps(transform).decode(), *split_params]
+    table = conn.sql(sql, params=params).to_arrow_table()
+    struct = table.column("__s")
+    children = [chunk.flatten() for chunk in struct.chunks]
+    names, columns = table.column_names[:-1], table.columns[:-1]
+    position = {key: at for at, key in enumerate(fields)}
     for key in candidates:
         if candidates[key] != NULL_ONLY:
-            parts.append(
-                f"struct_extract_at(__s, {fields.index(key) + 1}) "
-                f"AS {quote_ident(stage_column(key))}"
+            at = position[key]
+            names.append(stage_column(key))
+            columns.append(
+                pa.chunked_array([child[at] for child in children], struct.type.field(at).type)
             )
-    if transform:
-        sql = (
-            f"SELECT {', '.join(parts)} FROM (SELECT *, json_transform(properties, ?) AS __s "
-            f"FROM ({split}))"
-        )
-        params = [orjson.dumps(transform).decode(), *split_params]
-    else:
-        sql = f"SELECT {', '.join(parts)} FROM ({split})"
-        params = split_params
-    return conn.sql(sql, params=params).to_arrow_table(), candidates
+    return pa.Table.from_arrays(columns, names=names), candidates
 
 
 def _all(values: pa.ChunkedArray | pa.Array) -> bool:
