@@ -334,12 +334,25 @@ def _json_flags(
 ) -> dict[str, bool]:
     """The datetime/fits facts of properties without a candidate column, read from the JSON.
 
-    Arrow's JSON reader reads them all in one pass, finding each row's keys by hash (a page can
-    hold hundreds of sparse properties); should it refuse the page (an integer beyond 64 bits),
-    one DuckDB query with every pointer does.
+    A string property none of whose values starts like a datetime is not one, and an integer
+    property without a number of 19 digits or more fits a BIGINT: regular expressions over the
+    text find the few properties that might be either (of hundreds on a sparse page, typically
+    two), and only those are read. Arrow's JSON reader reads them in one pass, finding each row's
+    keys by hash; should it refuse the page (an integer beyond 64 bits), one DuckDB query with
+    every pointer does.
     """
+    shaped, long_ints = _keys_worth_reading(conn, payload)
+    flags: dict[str, bool] = {}
+    for key, kind in items:
+        if kind == "VARCHAR" and key not in shaped:
+            flags[key] = False  # a string that does not even start like a datetime
+        elif kind in ("UBIGINT", "HUGEINT") and key not in long_ints:
+            flags[key] = True  # no integer of 19 digits or more: every one fits a BIGINT
+    items = [(key, kind) for key, kind in items if key not in flags]
+    if not items:
+        return flags
     try:
-        return _arrow_flags(conn, payload, items)
+        return flags | _arrow_flags(conn, payload, items)
     except pa.ArrowException:
         pass
     tests = []
@@ -364,7 +377,42 @@ def _json_flags(
         ).fetchall()[0]
     finally:
         conn.unregister("__mp_payload")
-    return {key: bool(row[i]) for i, (key, _) in enumerate(items)}
+    return flags | {key: bool(row[i]) for i, (key, _) in enumerate(items)}
+
+
+# A key, then a string value that begins like a datetime, or a number of 19 digits or more. The
+# key group cannot cross an unescaped quote, so the leftmost match for a property is at its own
+# key; a match inside a string value (escaped quotes) names no real property, or one that is then
+# read exactly: never a miss.
+_KEY = r'"((?:[^"\\]|\\.)*)"\s*:\s*'
+_DATETIME_VALUE_KEY = _KEY + '"' + DATETIME_PATTERN
+_LONG_INT_KEY = _KEY + r"-?\d{19}"
+
+
+def _keys_worth_reading(
+    conn: duckdb.DuckDBPyConnection, payload: pa.Table
+) -> tuple[set[str], set[str]]:
+    """(properties with a value shaped like a Mixpanel datetime, those with a long integer)."""
+    conn.register("__mp_payload", payload)
+    try:
+        row = conn.execute(
+            "SELECT list_distinct(flatten(list(regexp_extract_all(properties, ?, 1)))), "
+            "list_distinct(flatten(list(regexp_extract_all(properties, ?, 1)))) FROM __mp_payload",
+            [_DATETIME_VALUE_KEY, _LONG_INT_KEY],
+        ).fetchall()[0]
+    finally:
+        conn.unregister("__mp_payload")
+    return _decoded(row[0]), _decoded(row[1])
+
+
+def _decoded(texts: list[str] | None) -> set[str]:
+    keys: set[str] = set()
+    for text in texts or []:
+        try:
+            keys.add(orjson.loads(f'"{text}"'))
+        except orjson.JSONDecodeError:
+            continue  # a match inside a value, not a key
+    return keys
 
 
 _ARROW_INTS = {"UBIGINT": pa.uint64(), "HUGEINT": pa.int64()}

@@ -46,6 +46,14 @@ _PLANS: dict[str, list[str | None]] = {
     "late_int": [None, None, "int", "double"],
     "Case": ["int"],
     "case": ["str"],
+    # Datetime-looking text where a scan of the JSON text could be fooled: inside other values
+    # (escaped quotes), under a nested key, in a key that needs escaping, in case-colliding names.
+    "quoted_text": ["tricky"],
+    "created": ["str", "str"],
+    "nested": ["objts"],
+    'quo"te \\ ts': ["ts"],
+    "When": ["ts"],
+    "when": ["ts", "tricky"],
     "$last_seen": ["ts"],
 }
 
@@ -77,6 +85,12 @@ def _value(kind: str, rng: random.Random) -> Any:
         return []
     if kind == "obj":
         return {"k": rng.randint(0, 3), "n": {"deep": True}}
+    if kind == "objts":
+        return {"created": _value("ts", rng)}
+    if kind == "tricky":
+        return rng.choice(
+            ['a":"2024-01-01T00:00:00', 'say "2020-02-02T02:02:02"', "2024-01-01T00:00:00Z"]
+        )
     if kind == "mixed":
         return rng.choice([1, "one", 1.5, True, [1], {"a": 1}])
     raise AssertionError(kind)
