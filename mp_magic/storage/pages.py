@@ -192,7 +192,7 @@ def transform_page(
             conn, split, params, structure, typed=len(structure) <= WIDE_PAGE
         )
         if not payload.num_rows or payload.column("aligned")[0].as_py():
-            payload = payload.drop_columns(["aligned"])
+            payload = _json_typed(payload.drop_columns(["aligned"]))
             return payload, _page_stats(conn, payload, structure, candidates), candidates
     # A page the fast split cannot take: read each profile on its own, and its structure too.
     text = conn.execute(
@@ -203,8 +203,24 @@ def transform_page(
     payload, candidates = _typed_page(
         conn, _SPLIT_BY_ELEMENT, [body], structure, typed=len(structure) <= WIDE_PAGE
     )
-    payload = payload.drop_columns(["aligned"])
+    payload = _json_typed(payload.drop_columns(["aligned"]))
     return payload, _page_stats(conn, payload, structure, candidates), candidates
+
+
+def _json_typed(payload: pa.Table) -> pa.Table:
+    """The payload with its properties marked as JSON (Arrow's ``arrow.json``), no copy.
+
+    DuckDB takes such a column as JSON as it is, where plain text bound for the JSON column is
+    parsed once more to check it: 3 ms instead of 7 a page on the single writer. The text is
+    DuckDB's own output (``json_extract`` of the body, or ``'{}'::JSON``), so it is valid JSON.
+    """
+    at = payload.schema.get_field_index("properties")
+    text = payload.column(at)
+    if isinstance(text.type, pa.ExtensionType):
+        return payload
+    kind = pa.json_(text.type)
+    chunks = [pa.ExtensionArray.from_storage(kind, chunk) for chunk in text.chunks]
+    return payload.set_column(at, "properties", pa.chunked_array(chunks, kind))
 
 
 def _typed_page(
