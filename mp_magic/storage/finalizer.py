@@ -31,8 +31,7 @@ from .catalog import (
 )
 from .ledger import FetchRecord
 from .metadata import metadata_for, queries_of
-from .naming import LAST_SEEN_PROPERTY, quote_ident
-from .pages import stage_column, stage_property
+from .naming import LAST_SEEN_PROPERTY, quote_ident, stage_column, stage_property
 from .schema import (
     PropertyColumn,
     columns_for,

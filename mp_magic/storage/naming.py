@@ -137,3 +137,25 @@ def assign_columns(properties: Iterable[str]) -> dict[str, str]:
         taken.add(choice.lower())
         out[prop] = choice
     return out
+
+
+STAGE_PREFIX = "p_"
+
+
+def stage_column(prop: str) -> str:
+    """The raw table's column for a property.
+
+    Hex of the UTF-8 name: case-sensitive and collision-free, so the writer never renames a column
+    as properties arrive; the readable naming rule is applied once, to the final table.
+    """
+    return STAGE_PREFIX + prop.encode().hex()
+
+
+def stage_property(column: str) -> str | None:
+    """The property behind a raw-table column, or None for the fixed columns."""
+    if not column.startswith(STAGE_PREFIX):
+        return None
+    try:
+        return bytes.fromhex(column[len(STAGE_PREFIX) :]).decode()
+    except ValueError:
+        return None

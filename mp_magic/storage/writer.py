@@ -19,8 +19,8 @@ import pyarrow as pa
 
 from . import ledger
 from .catalog import raw_columns, raw_table, scalar, stats_table, transaction, unregister
-from .naming import LAST_SEEN_PROPERTY, property_order, quote_ident
-from .pages import NULL_ONLY, WIDE_PAGE, PageBatch, stage_column, stage_property
+from .naming import LAST_SEEN_PROPERTY, property_order, quote_ident, stage_column, stage_property
+from .pages import NULL_ONLY, WIDE_PAGE, PageBatch
 from .schema import STATS_COLUMNS, STATS_SCHEMA, MergedStats, convert, from_properties, merged_stats
 
 RAW_BOOKKEEPING = ("write_no", "pos", "page_index", "session")
@@ -34,7 +34,7 @@ RAW_COLUMNS = """(
     distinct_id VARCHAR,
     last_seen TIMESTAMP,
     group_key VARCHAR
-    -- the first page written adds a typed column per property (named by pages.stage_column, in
+    -- the first page written adds a typed column per property (named by naming.stage_column, in
     -- the naming rule's order), then properties JSON; later pages add columns as they bring them
 )"""
 

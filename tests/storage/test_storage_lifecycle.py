@@ -24,7 +24,7 @@ from mp_magic.exceptions import (
 )
 from mp_magic.query import EngageQuery
 from mp_magic.storage import StorageEngine
-from mp_magic.storage.pages import stage_column
+from mp_magic.storage.naming import stage_column
 
 ROOT = Path(__file__).resolve().parents[2]
 Q = EngageQuery()
