@@ -92,14 +92,15 @@ def _json_flags(
     keys by hash; should it refuse the page (an integer beyond 64 bits), one DuckDB query with
     every pointer does.
     """
-    shaped, long_ints = _keys_worth_reading(conn, payload)
     flags: dict[str, bool] = {}
-    for key, kind in items:
-        if kind == "VARCHAR" and key not in shaped:
-            flags[key] = False  # a string that does not even start like a datetime
-        elif kind in ("UBIGINT", "HUGEINT") and key not in long_ints:
-            flags[key] = True  # no integer of 19 digits or more: every one fits a BIGINT
-    items = [(key, kind) for key, kind in items if key not in flags]
+    if any(kind in ("VARCHAR", "UBIGINT", "HUGEINT") for _, kind in items):  # not lists only
+        shaped, long_ints = _keys_worth_reading(conn, payload)
+        for key, kind in items:
+            if kind == "VARCHAR" and key not in shaped:
+                flags[key] = False  # a string that does not even start like a datetime
+            elif kind in ("UBIGINT", "HUGEINT") and key not in long_ints:
+                flags[key] = True  # no integer of 19 digits or more: every one fits a BIGINT
+        items = [(key, kind) for key, kind in items if key not in flags]
     if not items:
         return flags
     try:
