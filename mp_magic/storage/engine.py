@@ -43,7 +43,7 @@ from .catalog import (
 )
 from .finalizer import finalize_fetch
 from .ledger import UNFINISHED, FetchMode, FetchState
-from .naming import quote_ident, validate_table_name
+from .naming import learn_catalog_facts, quote_ident, validate_table_name
 from .opening import open_database, release
 from .pages import PageBatch, body_of, transform_page
 from .writer import PageWriter, create_raw
@@ -88,6 +88,7 @@ class StorageEngine:
         try:
             database = self._conn.execute("SELECT current_database()").fetchall()[0][0]
             self._use = f"USE {quote_ident(str(database))}"
+            learn_catalog_facts(self._conn)  # table names are checked against them
             with self._lock:
                 self._conn.execute("SET enable_progress_bar = false")  # no bars from the writer
                 # A table the writer names that is missing must be an error, never a Python

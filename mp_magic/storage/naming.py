@@ -9,8 +9,8 @@ implemented by `assign_columns`).
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
-from functools import lru_cache
 
 import duckdb
 
@@ -29,23 +29,44 @@ _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NOT_IDENT = re.compile(r"[^A-Za-z0-9_]")
 
 
-@lru_cache(maxsize=1)
-def _catalog_facts() -> tuple[frozenset[str], frozenset[str]]:
-    """(reserved keywords, catalog names), lower case, asked from DuckDB in one connection."""
-    with duckdb.connect() as conn:
+_FACTS_LOCK = threading.Lock()
+_facts: tuple[frozenset[str], frozenset[str]] | None = None
+
+
+def learn_catalog_facts(conn: duckdb.DuckDBPyConnection) -> None:
+    """Ask an open connection, once per process, instead of starting a throwaway database.
+
+    A new DuckDB instance costs about 20 ms, a tenth of answering a re-run from its table; the
+    workspace's own connection answers in a few. Only DuckDB's internal catalog entries are read,
+    so the answer is the same whatever file the connection holds.
+    """
+    global _facts
+    with _FACTS_LOCK:
+        if _facts is not None:
+            return
         keywords = conn.execute(
             "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category = 'reserved'"
         ).fetchall()
         names = conn.execute(
             "SELECT view_name FROM duckdb_views() WHERE internal "
             "AND schema_name IN ('main', 'pg_catalog') "
-            "UNION SELECT schema_name FROM duckdb_schemas() "
-            "UNION SELECT database_name FROM duckdb_databases()"
+            "UNION SELECT schema_name FROM duckdb_schemas() WHERE internal "
+            "UNION SELECT database_name FROM duckdb_databases() WHERE internal"
         ).fetchall()
-    return (
-        frozenset(str(row[0]).lower() for row in keywords),
-        frozenset(str(row[0]).lower() for row in names) | {"memory"},
-    )
+        _facts = (
+            frozenset(str(row[0]).lower() for row in keywords),
+            frozenset(str(row[0]).lower() for row in names) | {"memory"},
+        )
+
+
+def _catalog_facts() -> tuple[frozenset[str], frozenset[str]]:
+    """(reserved keywords, catalog names), lower case; from a connection of its own if no
+    workspace has taught them yet (a name checked before any workspace opened)."""
+    if _facts is None:
+        with duckdb.connect() as conn:
+            learn_catalog_facts(conn)
+    assert _facts is not None
+    return _facts
 
 
 def reserved_words() -> frozenset[str]:

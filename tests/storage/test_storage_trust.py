@@ -134,6 +134,29 @@ def test_names_of_duckdbs_own_catalog_are_refused(make_workspace: MakeWorkspace,
     assert leftovers.empty
 
 
+def test_catalog_names_do_not_depend_on_the_workspace_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The names are learned from the first workspace's connection: a file with schemas of its
+    own (and attached under its own name) must teach exactly what a bare DuckDB would."""
+    from mp_magic.storage import naming
+
+    path = tmp_path / "analytics.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE SCHEMA sales; CREATE TABLE sales.orders (id INTEGER)")
+    monkeypatch.setattr(naming, "_facts", None)
+    with StorageEngine(path) as engine:
+        learned = naming._catalog_facts()
+        monkeypatch.setattr(naming, "_facts", None)
+        with duckdb.connect() as bare:
+            naming.learn_catalog_facts(bare)
+        assert naming._catalog_facts() == learned
+        assert {"main", "temp", "system", "memory", "pg_catalog"} <= learned[1]
+        assert not {"analytics", "sales", "orders"} & learned[1]
+        assert "select" in learned[0]
+        assert engine.tables() == []
+
+
 # -- append never drops data ------------------------------------------------------------------------
 
 
