@@ -34,6 +34,7 @@ from ..exceptions import StorageError, TableExistsError, TableNotFoundError
 from ..query import EngageQuery
 from ..types import FetchStatus, TableMetadata
 from . import ledger, reader
+from .allocator import ALLOCATOR, return_free_memory
 from .catalog import (
     columns_of,
     table_exists,
@@ -49,15 +50,6 @@ from .pages import PageBatch, body_of, transform_page
 from .writer import PageWriter, create_raw
 
 __all__ = ["FetchMode", "FetchState", "StorageEngine"]
-
-
-ALLOCATOR: dict[str, str | bool | int | float | list[str]] = {
-    "allocator_flush_threshold": "8MB",
-    "allocator_background_threads": True,
-}
-"""Memory DuckDB frees goes back to the system past 8 MB, not 128 MB: every page's transform
-and write frees its buffers, and the kernel otherwise kept them (about 60 MB of a 100,000-profile
-fetch's peak). A background thread does the returning, off the fetch's threads."""
 
 
 class StorageEngine:
@@ -366,6 +358,7 @@ class StorageEngine:
             with self._bookkeeping_of(stored):
                 fetch = self._active_fetch(stored)
                 self._writer.forget(stored)
+                return_free_memory()  # what the pages freed, before the table's build adds its own
                 meta = finalize_fetch(
                     self._conn,
                     fetch,
@@ -376,6 +369,7 @@ class StorageEngine:
                 )
             self._active.discard(stored)
             self._writer.done(stored)
+            return_free_memory()  # the build's own, before the table is read into a DataFrame
             return meta
 
     def annotate(self, name: str, **changes: Any) -> TableMetadata:
