@@ -33,7 +33,8 @@ table order; ``TableMetadata.queries`` every query whose profiles the table hold
 
 In a DataFrame (``table``, ``sql``) a missing value reads as ``<NA>``: integers are ``Int64``,
 doubles ``Float64``, booleans ``boolean``, strings and JSON ``string``; timestamps are
-``datetime64`` (missing: NaT) and lists Python lists (missing: None).
+``datetime64`` (missing: NaT) and lists Arrow-backed lists whose values read as Python lists
+(missing: ``<NA>``).
 
 Types are inferred inside DuckDB over every value: all integers → BIGINT; numbers → DOUBLE;
 booleans → BOOLEAN; strings that all match ``YYYY-MM-DDTHH:MM:SS`` → TIMESTAMP; other strings →

@@ -4,7 +4,10 @@ DuckDB hands results over as Arrow; the mapping below turns integers into pandas
 doubles into ``Float64``, booleans into ``boolean`` and strings (VARCHAR and JSON) into the
 ``string`` dtype, so a missing value reads as ``<NA>`` in every one of them (a plain ``float64``
 would show NaN beside the ``<NA>`` of the others). Timestamps stay ``datetime64`` (missing: NaT,
-pandas' only missing value for them); lists are Python lists in ``object`` columns (missing: None).
+pandas' only missing value for them). Lists stay Arrow lists (``pd.ArrowDtype``): each value reads
+as a Python list, a missing one as ``<NA>``, and ``Series.list`` works on them; DuckDB's Arrow
+buffers are taken as they are, where an ``object`` column built a NumPy array per row (the
+slowest column of a 100,000-profile table to convert).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ def _types_mapper(arrow_type: pa.DataType) -> Any:
         return pd.StringDtype()
     if isinstance(arrow_type, pa.ExtensionType) and pa.types.is_string(arrow_type.storage_type):
         return pd.StringDtype()
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type):
+        return pd.ArrowDtype(arrow_type)
     return None
 
 
