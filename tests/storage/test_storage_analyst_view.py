@@ -54,8 +54,11 @@ def test_a_missing_value_looks_the_same_in_every_column(make_workspace: MakeWork
             assert pd.api.types.is_datetime64_any_dtype(values), column
         else:
             assert sql_type.endswith("[]"), (column, sql_type)
+            assert isinstance(values.dtype, pd.ArrowDtype), column  # Arrow lists, no copy
+            present = values.dropna()
+            assert present.empty or isinstance(present.iloc[0], list), column
         assert dtype != "float64", column  # never NaN beside the <NA> of the other columns
-        if values.isna().any() and not sql_type.endswith("[]") and sql_type != "TIMESTAMP":
+        if values.isna().any() and sql_type != "TIMESTAMP":
             assert values[values.isna()].iloc[0] is pd.NA, column
             seen.add(sql_type)
     # the emulator's sparse properties leave gaps in every kind of column

@@ -162,6 +162,10 @@ def test_dtypes_are_nullable(people: StorageEngine) -> None:
     assert pd.api.types.is_datetime64_any_dtype(frame["last_seen"])
     assert pd.api.types.is_datetime64_any_dtype(frame["signup"])
     assert str(frame["score"].dtype) == "Float64"
+    for lists in ("tags", "nums", "ratios", "mixed_list"):
+        assert isinstance(frame[lists].dtype, pd.ArrowDtype), lists
+        assert frame[lists].isna().any() and frame[lists][frame[lists].isna()].iloc[0] is pd.NA
+    assert isinstance(frame["tags"].dropna().iloc[0], list)  # a value reads as a Python list
 
 
 def test_sql_aggregates_are_typed(people: StorageEngine) -> None:
