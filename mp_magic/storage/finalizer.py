@@ -9,7 +9,8 @@ same transaction as the metadata, so a reader sees the old table or the new one,
 
 from __future__ import annotations
 
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -219,6 +220,22 @@ def _fixed_columns(shape: _Shape) -> list[str]:
     )
 
 
+@contextmanager
+def _one_thread(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Run a plain copy on one DuckDB thread.
+
+    Copying a table in order on several threads builds a collection per thread and then stitches
+    them in order: for 100,000 profiles that took 0.28-0.40 s and up to 250 MB of DuckDB memory;
+    on one thread, 0.16 s and 170 MB. The setting is the database's, so it is put back at once.
+    """
+    threads = scalar(conn, "SELECT current_setting('threads')")
+    conn.execute("SET threads = 1")
+    try:
+        yield
+    finally:
+        conn.execute(f"SET threads = {int(threads)}")
+
+
 _SORT_ROWS = 10_000
 """Rows sorted at a time when a fetch's pages are put back in page order."""
 
@@ -247,7 +264,8 @@ def _copy_from_raw(
     select = f"SELECT {', '.join(parts)} FROM {raw_table(name)}"
     target = user_table(name)
     if not ordered:
-        conn.execute(f"CREATE OR REPLACE TABLE {target} AS {select}")
+        with _one_thread(conn):
+            conn.execute(f"CREATE OR REPLACE TABLE {target} AS {select}")
         return
     # Sorting the whole fetch at once held every row (JSON included) in memory: a 200,000-profile
     # fetch peaked at 1.6x the memory of a rename. Page ranges sorted one at a time bound that.
