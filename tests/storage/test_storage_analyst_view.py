@@ -168,3 +168,22 @@ def test_rows_in_api_order_after_failed_pages_are_retried(
     assert ws.table("people")["distinct_id"].tolist() == truth
     assert list(ws.table("people").columns) == _expected_order(ws.emulator)
     assert len(ws.metadata("people").queries) == 1
+
+
+def test_a_late_property_is_placed_by_one_copy_and_the_thread_setting_survives(
+    storage: StorageEngine,
+) -> None:
+    """A property first seen on a later page makes finalize copy the table once, to put its
+    column in the documented order; the copy runs on one DuckDB thread, and the database's own
+    thread setting (here one the user chose) is what it was afterwards."""
+    storage.sql("SET threads = 3")
+    pages = [
+        [profile(f"u0_{i}", b="x", c=i) for i in range(4)],
+        [profile(f"u1_{i}", a=True, b="y", c=i) for i in range(4)],
+    ]
+    run_fetch(storage, "late", pages)
+    frame = storage.table("late")
+    assert list(frame.columns) == ["distinct_id", "last_seen", "a", "b", "c", "properties"]
+    assert frame["a"].tolist() == [pd.NA] * 4 + [True] * 4
+    assert frame["distinct_id"].tolist() == [p["$distinct_id"] for page in pages for p in page]
+    assert storage.sql("SELECT current_setting('threads') AS n")["n"][0] == 3
