@@ -37,6 +37,18 @@ thread, growing with the table); and a scan runs one thread per row group, so a 
 `table()` use every core. DuckDB keeps in-memory databases at its default: there the option
 is not honoured."""
 
+IN_MEMORY_CHECKPOINT_THRESHOLD = "128MB"
+"""When an in-memory workspace compresses what a fetch appended (DuckDB's default: 16 MB).
+
+In memory, a checkpoint only compresses: nothing is written anywhere. With the default, a
+100,000-profile fetch stopped to compress its still-growing table once or twice (0.5 s of writer
+time and a transient copy of the uncompressed rows), and a late property's column then made
+finalize copy the table uncompressed anyway. At 128 MB it runs once per half a million profiles
+or so: the fetch took 2.5-2.6 s instead of 3.1-4.6 s (200,000 profiles: 4.8-6.3 s instead of
+7.4-9.1 s) at the same peak memory, the DataFrame's. The price: a table fetched into memory may
+stay uncompressed, about 1.2 KB a profile instead of 0.3 KB. Workspace files keep DuckDB's
+default: there a deferred checkpoint also means a longer write-ahead log and more memory held."""
+
 # Names an attached file cannot take: the connection's own databases and schemas.
 _RESERVED = frozenset({"memory", "system", "temp", "main"})
 
@@ -66,7 +78,8 @@ def open_database(
     """(connection, the resolved path it holds in the registry); release it with `release`."""
     if path is None:
         try:
-            return duckdb.connect(":memory:", config=config), None
+            in_memory = {"checkpoint_threshold": IN_MEMORY_CHECKPOINT_THRESHOLD, **config}
+            return duckdb.connect(":memory:", config=in_memory), None
         except duckdb.Error as exc:
             raise StorageError(f"cannot open an in-memory DuckDB database: {exc}") from exc
     resolved = path.expanduser().resolve()

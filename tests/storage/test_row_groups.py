@@ -40,3 +40,13 @@ def test_a_fetched_table_is_stored_in_small_row_groups(tmp_path: Path, stem: str
     with StorageEngine(path) as engine:  # the file opens again, as itself
         assert engine.metadata("people") == meta
         assert engine.table("people")["n"].sum() == sum(range(len(pages[0]))) * len(pages)
+
+
+def test_only_an_in_memory_workspace_defers_its_checkpoints(tmp_path: Path) -> None:
+    """In memory a checkpoint only compresses, so a fetch need not stop for one; a file keeps
+    DuckDB's own threshold (its write-ahead log stays short). Figures: opening.py."""
+    default = duckdb.connect().sql("SELECT current_setting('checkpoint_threshold')").fetchall()
+    query = "SELECT current_setting('checkpoint_threshold') AS t"
+    with StorageEngine() as memory, StorageEngine(tmp_path / "ws.duckdb") as file:
+        assert memory.sql(query)["t"][0] == "122.0 MiB"  # IN_MEMORY_CHECKPOINT_THRESHOLD
+        assert file.sql(query)["t"][0] == default[0][0] != "122.0 MiB"
