@@ -405,11 +405,11 @@ def test_unreachable_server_is_a_transport_error(emulator_factory, client_factor
 def test_read_timeout_is_retried_then_transport_error(emu, client_factory):
     client = client_factory(emu, read_timeout=0.2, max_attempts=2)
     emu.add_fault(Fault(kind="slow", delay=1.0))
-    started = time.monotonic()
     with pytest.raises(TransportError) as info:
         client.query_engage_page(0)
+    # the server would have answered after a second: an error at all means the timeout fired
     assert "did not answer in time" in str(info.value)
-    assert time.monotonic() - started < 2.0
+    assert "2 attempts" in str(info.value)
 
 
 def test_malformed_json_is_retried(client, emu):
@@ -472,7 +472,8 @@ def test_hourly_429_blocks_the_whole_budget(emu, client_factory):
     elapsed = time.monotonic() - started
     assert len(page["results"]) == 1000
     assert [w.reason for w in waits] == ["hourly"]
-    assert 0.4 <= elapsed < 2.0
+    assert 0.5 <= waits[0].seconds <= 1.1  # what Retry-After said, in whole seconds
+    assert elapsed >= 0.4
     assert budget.waited_seconds >= 0.4
     # the block applied to the budget, i.e. to every client sharing it
     budget.block_for(0.3)
@@ -489,7 +490,8 @@ def test_hourly_429_without_retry_after_waits_for_the_window(emu, client_factory
     started = time.monotonic()
     client.query_engage_page(0, on_wait=waits.append)
     assert [w.reason for w in waits] == ["hourly"]
-    assert 0.4 <= time.monotonic() - started < 2.0
+    assert waits[0].seconds <= 0.5 + 0.1  # at most the window
+    assert time.monotonic() - started >= 0.4
 
 
 def test_rate_limit_error_when_429s_never_end(client, emu):
@@ -547,18 +549,25 @@ def test_retry_after_is_honoured(fault, client, emu):
     started = time.monotonic()
     client.query_engage_page(0, on_wait=waits.append)
     elapsed = time.monotonic() - started
-    assert 0.9 <= elapsed <= 2.5
+    assert elapsed >= 0.9
     assert len(waits) == 1 and waits[0].seconds == pytest.approx(1.0, abs=0.2)
 
 
 def test_cancel_interrupts_a_retry_wait_promptly(client, emu):
     emu.add_fault(Fault(kind="status", status=503, retry_after=30))
     cancel = threading.Event()
-    threading.Timer(0.3, cancel.set).start()
+    waits: list[BudgetWait] = []
+
+    def wait_begins(wait: BudgetWait) -> None:
+        waits.append(wait)
+        cancel.set()  # Stop pressed as the 30 s wait starts
+
     started = time.monotonic()
     with pytest.raises(FetchCancelledError):
-        client.query_engage_page(0, cancel=cancel)
-    assert time.monotonic() - started < 1.5
+        client.query_engage_page(0, cancel=cancel, on_wait=wait_begins)
+    assert [w.seconds for w in waits] == [pytest.approx(30, abs=1)]
+    assert time.monotonic() - started < 10  # a third of the wait: it was cut short
+    assert stat(emu, "requests") == 1
 
 
 def test_cancel_interrupts_a_budget_wait_promptly(emu, client_factory):
@@ -566,11 +575,15 @@ def test_cancel_interrupts_a_budget_wait_promptly(emu, client_factory):
     client.query_engage_page(0)
     cancel = threading.Event()
     waits: list[BudgetWait] = []
-    threading.Timer(0.3, cancel.set).start()
+
+    def wait_begins(wait: BudgetWait) -> None:
+        waits.append(wait)
+        cancel.set()  # Stop pressed as the wait for the 30 s window starts
+
     started = time.monotonic()
     with pytest.raises(FetchCancelledError):
-        client.query_engage_page(0, cancel=cancel, on_wait=waits.append)
-    assert time.monotonic() - started < 1.5
+        client.query_engage_page(0, cancel=cancel, on_wait=wait_begins)
+    assert time.monotonic() - started < 10  # a third of the wait: it was cut short
     assert [w.reason for w in waits] == ["hourly"]
     assert "query budget 1/30 s used up" in waits[0].message
     assert stat(emu, "requests") == 1
@@ -639,7 +652,6 @@ def test_budget_pacing_never_trips_the_servers_window(emulator_factory, client_f
     assert stat(emu, "rate_limited") == 0
     assert stat(emu, "requests") == 12
     assert elapsed >= 3.9
-    assert elapsed < 6.0
     # two real pauses of nearly a window each (the slot-by-slot blips after a window rolls over
     # are normally too short to report; on a loaded machine one may cross the threshold)
     assert 2 <= len(waits) <= 4
