@@ -67,7 +67,7 @@ def finalize_fetch(
         status = "partial"
     include_base = _needs_base(conn, fetch)
     keep_raw = status != "complete"
-    with transaction(conn):
+    with _thread_setting_kept(conn), transaction(conn):
         column_map = _build_table(conn, stored, fetch, include_base=include_base, keep_raw=keep_raw)
         rows = int(scalar(conn, f"SELECT count(*) FROM {user_table(stored)}"))
         if not keep_raw:
@@ -221,19 +221,18 @@ def _fixed_columns(shape: _Shape) -> list[str]:
 
 
 @contextmanager
-def _one_thread(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """Run a plain copy on one DuckDB thread.
+def _thread_setting_kept(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """DuckDB's thread count as it was before finalize, once its transaction is over.
 
-    Copying a table in order on several threads builds a collection per thread and then stitches
-    them in order: for 100,000 profiles that took 0.28-0.40 s and up to 250 MB of DuckDB memory;
-    on one thread, 0.16 s and 170 MB. The setting is the database's, so it is put back at once.
+    The plain copy lowers it (`_copy_from_raw`); it is put back here, outside the transaction,
+    because an aborted one (an interrupt, a failed statement) refuses even ``SET``.
     """
-    threads = scalar(conn, "SELECT current_setting('threads')")
-    conn.execute("SET threads = 1")
+    threads = int(scalar(conn, "SELECT current_setting('threads')"))
     try:
         yield
     finally:
-        conn.execute(f"SET threads = {int(threads)}")
+        if int(scalar(conn, "SELECT current_setting('threads')")) != threads:
+            conn.execute(f"SET threads = {threads}")
 
 
 _SORT_ROWS = 10_000
@@ -264,8 +263,11 @@ def _copy_from_raw(
     select = f"SELECT {', '.join(parts)} FROM {raw_table(name)}"
     target = user_table(name)
     if not ordered:
-        with _one_thread(conn):
-            conn.execute(f"CREATE OR REPLACE TABLE {target} AS {select}")
+        # On one thread: copying in order on several builds a collection per thread and then
+        # stitches them in order; for 100,000 profiles that took 0.28-0.40 s and up to 250 MB of
+        # DuckDB memory, one thread 0.16 s and 150-170 MB. finalize_fetch restores the setting.
+        conn.execute("SET threads = 1")
+        conn.execute(f"CREATE OR REPLACE TABLE {target} AS {select}")
         return
     # Sorting the whole fetch at once held every row (JSON included) in memory: a 200,000-profile
     # fetch peaked at 1.6x the memory of a rename. Page ranges sorted one at a time bound that.

@@ -187,3 +187,36 @@ def test_a_late_property_is_placed_by_one_copy_and_the_thread_setting_survives(
     assert frame["a"].tolist() == [pd.NA] * 4 + [True] * 4
     assert frame["distinct_id"].tolist() == [p["$distinct_id"] for page in pages for p in page]
     assert storage.sql("SELECT current_setting('threads') AS n")["n"][0] == 3
+
+
+def test_a_finalize_that_fails_after_the_copy_keeps_the_rows_and_the_thread_setting(
+    storage: StorageEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy lowers DuckDB's thread count inside finalize's transaction; when that transaction
+    is aborted (here: recording the metadata fails), the error is the one raised, nothing is
+    half-built, and the setting is restored although an aborted transaction refuses even SET."""
+    import duckdb
+
+    from mp_magic.storage import finalizer
+
+    storage.sql("SET threads = 2")
+    pages = [
+        [profile(f"u0_{i}", b="x") for i in range(4)],
+        [profile(f"u1_{i}", a=True, b="y") for i in range(4)],
+    ]
+    storage.prepare_fetch("late", query=EngageQuery(), mode="create")
+    storage.record_plan("late", total_profiles=8, page_size=4, total_pages=2, session_id=None)
+    for i, page in enumerate(pages):
+        storage.write_pages("late", [storage.page_batch(i, page)])
+
+    def failing(conn: duckdb.DuckDBPyConnection, *args: Any, **kwargs: Any) -> None:
+        conn.execute("SELECT error('metadata could not be written')")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(finalizer.ledger, "record_finalized", failing)
+        with pytest.raises(duckdb.Error, match="metadata could not be written"):
+            storage.finalize("late", status="complete")
+    assert storage.sql("SELECT current_setting('threads') AS n")["n"][0] == 2
+    assert not storage.exists("late")
+    raw = storage.sql("SELECT count(*) AS n FROM main.__mp_raw_late")["n"][0]
+    assert raw == 8  # the fetched rows are still there to finalize
