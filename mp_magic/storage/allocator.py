@@ -34,6 +34,7 @@ def return_free_memory() -> None:
     global _purger
     with _lock:
         if _purger is None:
-            _purger = duckdb.connect(":memory:", config={"threads": 1})
+            # with the same allocator settings, which are the process's, not the database's
+            _purger = duckdb.connect(":memory:", config={"threads": 1, **ALLOCATOR})
         _purger.execute("SET threads = 2")
         _purger.execute("SET threads = 1")

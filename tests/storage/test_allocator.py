@@ -15,7 +15,11 @@ import sys
 _SCRIPT = """
 import json
 import duckdb
+from mp_magic.storage import allocator
 from mp_magic.storage.allocator import return_free_memory
+
+# no background purging anywhere in this process: what comes back, the call brought back
+allocator.ALLOCATOR = {"allocator_background_threads": False}
 
 def rss_mib():
     with open("/proc/self/status") as status:
