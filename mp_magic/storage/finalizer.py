@@ -178,6 +178,7 @@ def _build_table(
             with_last_seen=shape.last_seen,
             ordered=not in_order,
         )
+        _one_thread_for_one_row_group(conn, raw)
         conn.execute(f"CREATE OR REPLACE TABLE {user_table(name)} AS {sql}", params)
         return {c.column: c.prop for c in columns}
     after = list(physical)[list(physical).index("properties") + 1 :]
@@ -224,7 +225,7 @@ def _fixed_columns(shape: _Shape) -> list[str]:
 def _thread_setting_kept(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """DuckDB's thread count as it was before finalize, once its transaction is over.
 
-    The plain copy lowers it (`_copy_from_raw`); it is put back here, outside the transaction,
+    A build from a single row group lowers it (`_one_thread_for_one_row_group`); it is put back here, outside the transaction,
     because an aborted one (an interrupt, a failed statement) refuses even ``SET``.
     """
     threads = int(scalar(conn, "SELECT current_setting('threads')"))
@@ -233,6 +234,24 @@ def _thread_setting_kept(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
     finally:
         if int(scalar(conn, "SELECT current_setting('threads')")) != threads:
             conn.execute(f"SET threads = {threads}")
+
+
+def _one_thread_for_one_row_group(conn: duckdb.DuckDBPyConnection, source: str) -> None:
+    """Build from ``source`` on one DuckDB thread when it is a single row group.
+
+    A row group is scanned by one thread, so a second has nothing to read, yet an ordered build
+    on two still collects per thread and stitches the parts in order. An in-memory fetch of up to
+    122,880 profiles is one row group: its copy took 0.28 s on two threads and 0.15 s on one (and
+    up to 250 against 170 MB of DuckDB memory); the wide build from JSON 1.8-2.0 s against
+    1.4-1.6 s, one core busy either way. A workspace file's 16,384-row groups do gain from a
+    second thread (0.48-0.84 s against 0.62-0.86 s), so they keep it. finalize_fetch restores
+    the setting.
+    """
+    groups = scalar(
+        conn, "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info(?)", [source]
+    )
+    if int(groups or 0) <= 1:
+        conn.execute("SET threads = 1")
 
 
 _SORT_ROWS = 10_000
@@ -263,10 +282,7 @@ def _copy_from_raw(
     select = f"SELECT {', '.join(parts)} FROM {raw_table(name)}"
     target = user_table(name)
     if not ordered:
-        # On one thread: copying in order on several builds a collection per thread and then
-        # stitches them in order; for 100,000 profiles that took 0.28-0.40 s and up to 250 MB of
-        # DuckDB memory, one thread 0.16 s and 150-170 MB. finalize_fetch restores the setting.
-        conn.execute("SET threads = 1")
+        _one_thread_for_one_row_group(conn, raw_table(name))
         conn.execute(f"CREATE OR REPLACE TABLE {target} AS {select}")
         return
     # Sorting the whole fetch at once held every row (JSON included) in memory: a 200,000-profile
