@@ -225,8 +225,9 @@ def _fixed_columns(shape: _Shape) -> list[str]:
 def _thread_setting_kept(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """DuckDB's thread count as it was before finalize, once its transaction is over.
 
-    A build from a single row group lowers it (`_one_thread_for_one_row_group`); it is put back here, outside the transaction,
-    because an aborted one (an interrupt, a failed statement) refuses even ``SET``.
+    A build from a single row group lowers it (`_one_thread_for_one_row_group`); it is put back
+    here, outside the transaction, because an aborted one (an interrupt, a failed statement)
+    refuses even ``SET``.
     """
     threads = int(scalar(conn, "SELECT current_setting('threads')"))
     try:
