@@ -4,8 +4,9 @@ Pages arrive as `PageBatch` es (typed on worker threads, see `pages`). For each 
 merges their type statistics into what the fetch has seen so far (in Python: a page that brings
 nothing new costs no query), gives every property a column of the fetch-wide type in
 ``main.__mp_raw_<name>`` (adding it, or converting the rows already written when a type widens),
-and appends each page with one columnar ``INSERT ... BY NAME``, together with its "page done"
-marker in one transaction. The caller (the engine) holds the lock.
+and appends the pages with one columnar ``INSERT ... BY NAME`` per run of same-shaped pages,
+together with their "page done" markers in one transaction. The caller (the engine) holds the
+lock.
 """
 
 from __future__ import annotations
@@ -119,10 +120,10 @@ class PageWriter:
                         conn.execute(f"INSERT INTO {stats_table(stored)} SELECT * FROM __mp_stats")
                     finally:
                         unregister(conn, "__mp_stats")
-                for batch in batches:
-                    self._write_no += 1
-                    _append_rows(conn, raw, layout, batch, self._write_no, typed=typed)
-                    written += batch.rows
+                for run in _same_shape_runs(batches):
+                    _append_rows(conn, raw, layout, run, self._write_no + 1, typed=typed)
+                    self._write_no += len(run)
+                    written += sum(batch.rows for batch in run)
                 ledger.mark_pages_done(
                     conn,
                     stored,
@@ -208,16 +209,70 @@ class PageWriter:
         return typed
 
 
+def _same_shape_runs(batches: Sequence[PageBatch]) -> list[list[PageBatch]]:
+    """Consecutive pages that one INSERT can take: the same columns, candidates and properties.
+
+    A statement costs about as much again as the rows it appends (binding, a scan, the table's
+    append state), so a writer that finds several pages queued appends them together. Grouping
+    only consecutive pages keeps the order they are written in, which finalize reads.
+    """
+    runs: list[list[PageBatch]] = []
+    for batch in batches:
+        if runs and _same_shape(runs[-1][0], batch):
+            runs[-1].append(batch)
+        else:
+            runs.append([batch])
+    return runs
+
+
+def _same_shape(a: PageBatch, b: PageBatch) -> bool:
+    """Whether ``b`` can join ``a``'s INSERT. Pages list their properties in the order their
+    profiles bring them, so names are compared as sets and columns matched by name."""
+    if a.candidates != b.candidates or (a.stats is None) != (b.stats is None):
+        return False
+    if (
+        a.stats is not None
+        and b.stats is not None
+        and set(a.stats.column("key").to_pylist()) != set(b.stats.column("key").to_pylist())
+    ):
+        return False
+    names = a.payload.column_names
+    if set(names) != set(b.payload.column_names):
+        return False
+    return bool(a.payload.schema.equals(b.payload.select(names).schema))
+
+
+def _bookkept(run: Sequence[PageBatch], first_write_no: int) -> pa.Table:
+    """The run's payloads as one table, each row labelled with its page's write, index and session.
+
+    The labels are constant per page, so each is one repeated Arrow scalar (no per-row Python),
+    and the payloads are concatenated without copying their columns.
+    """
+    tables = []
+    names = run[0].payload.column_names
+    for offset, batch in enumerate(run):
+        n = batch.payload.num_rows
+        tables.append(
+            batch.payload.select(names)
+            .append_column("write_no", pa.repeat(pa.scalar(first_write_no + offset, pa.int64()), n))
+            .append_column("page_index", pa.repeat(pa.scalar(batch.page_index, pa.int32()), n))
+            .append_column("session", pa.repeat(pa.scalar(batch.session, pa.int32()), n))
+        )
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
 def _append_rows(
     conn: duckdb.DuckDBPyConnection,
     raw: str,
     layout: RawLayout,
-    batch: PageBatch,
-    write_no: int,
+    run: Sequence[PageBatch],
+    first_write_no: int,
     *,
     typed: bool,
 ) -> None:
-    """One columnar INSERT: each candidate column cast to its column's type (or re-read)."""
+    """One columnar INSERT of a run of same-shaped pages: each candidate column cast to its
+    column's type (or re-read from the properties)."""
+    batch = run[0]
     exprs = []
     keys = [] if batch.stats is None or not typed else batch.stats.column("key").to_pylist()
     for key in keys:
@@ -230,15 +285,14 @@ def _append_rows(
             from_properties(key, target) if found is None else convert(column, found, target, key)
         )
         exprs.append(f"{value} AS {column}")
-    conn.register("__mp_page", batch.payload)
+    conn.register("__mp_page", _bookkept(run, first_write_no))
     try:
         conn.execute(
-            f"INSERT INTO {raw} BY NAME SELECT ? AS write_no, pos, ? AS page_index, "
-            "? AS session, distinct_id, last_seen, CAST(? AS VARCHAR) AS group_key, "
-            "CAST(properties AS JSON) AS properties"
+            f"INSERT INTO {raw} BY NAME SELECT write_no, pos, page_index, session, distinct_id, "
+            "last_seen, CAST(? AS VARCHAR) AS group_key, CAST(properties AS JSON) AS properties"
             + "".join(", " + e for e in exprs)
             + " FROM __mp_page",
-            [write_no, batch.page_index, batch.session, layout.group_key],
+            [layout.group_key],
         )
     finally:
         unregister(conn, "__mp_page")

@@ -95,8 +95,11 @@ def run_fetch(
     parallel: bool = False,
     page_indices: Sequence[int] | None = None,
     total_pages: int | None = None,
+    per_write: int = 1,
 ) -> TableMetadata:
-    """prepare_fetch → record_plan → page_batch/write_pages → finalize, the way the fetchers do."""
+    """prepare_fetch → record_plan → page_batch/write_pages → finalize, the way the fetchers do.
+
+    ``per_write`` pages go to each write, as a writer that finds pages queued hands them on."""
     storage.prepare_fetch(name, query=query or EngageQuery(), mode=mode, parallel=parallel)  # type: ignore[arg-type]
     indices = list(page_indices) if page_indices is not None else list(range(len(pages)))
     total = sum(len(p) for p in pages)
@@ -107,6 +110,7 @@ def run_fetch(
         total_pages=total_pages if total_pages is not None else len(pages),
         session_id="sess-1",
     )
-    for i, p in zip(indices, pages, strict=True):  # one write per page, as the fetchers do
-        storage.write_pages(name, [storage.page_batch(i, list(p))])
+    batches = [storage.page_batch(i, list(p)) for i, p in zip(indices, pages, strict=True)]
+    for start in range(0, len(batches), per_write):
+        storage.write_pages(name, batches[start : start + per_write])
     return storage.finalize(name, status="complete")
