@@ -231,10 +231,21 @@ def _look_like_datetimes(values: pa.ChunkedArray) -> bool:
 def _confirm_datetimes(
     conn: duckdb.DuckDBPyConnection, candidates: dict[str, pa.ChunkedArray]
 ) -> dict[str, bool]:
-    """DuckDB's own cast, the one the column will get, has the last word on the shaped ones."""
-    present = {key: values for key, values in candidates.items() if values.null_count < len(values)}
+    """DuckDB's own cast, the one the column will get, has the last word on the shaped ones.
+
+    A query per page is the dear part of a page's statistics, so Arrow answers first where its
+    answer is exact: a string that Arrow parses and formats back to itself is a real calendar
+    date and clock time, which DuckDB's cast takes too. Only columns with some other value (a
+    30th of February, which DuckDB refuses; a ``24:00:00``, which it takes) go to DuckDB.
+    """
+    present = {
+        key: values
+        for key, values in candidates.items()
+        if values.null_count < len(values) and not _round_trip(values)
+    }
+    flags = {key: True for key in candidates if key not in present}
     if not present:
-        return {}
+        return flags
     # (positional names: DuckDB's are case-insensitive, property names are not)
     table = pa.table({f"c{i}": values for i, values in enumerate(present.values())})
     conn.register("__mp_strings", table)
@@ -250,4 +261,20 @@ def _confirm_datetimes(
         ).fetchall()[0]
     finally:
         conn.unregister("__mp_strings")
-    return {key: bool(row[i]) for i, key in enumerate(present)}
+    return flags | {key: bool(row[i]) for i, key in enumerate(present)}
+
+
+_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+def _round_trip(values: pa.ChunkedArray) -> bool:
+    """Every non-null string (already shaped like a datetime) is itself once parsed and printed.
+
+    Arrow's parser rolls impossible dates over (the 30th of February reads as the 1st of
+    March), so parsing alone would not do; the printed value differs from the text exactly when
+    a field was out of range.
+    """
+    parsed = pc.strptime(values, format=_DATETIME_FORMAT, unit="s", error_is_null=True)
+    if parsed.null_count != values.null_count:
+        return False
+    return _all(pc.equal(pc.strftime(parsed, format=_DATETIME_FORMAT), values))
