@@ -92,3 +92,34 @@ def install_kernelspec(root: Path) -> Path:
     }
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
     return root
+
+
+def record_waits(ws: Workspace) -> list[float]:
+    """Every wait the workspace's client asks for from now on (the waits still happen).
+
+    Tests bound what the retry rules ask for, not the wall time a fetch takes: the first does
+    not depend on how busy the machine is.
+    """
+    policy = ws.client.retry_policy
+    asked: list[float] = []
+    inner = policy.sleep
+
+    def sleep(seconds: float, cancel: threading.Event | None) -> bool:
+        asked.append(seconds)
+        return inner(seconds, cancel)
+
+    policy.sleep = sleep
+    return asked
+
+
+def cancel_when(condition: Any, cancel: threading.Event) -> threading.Thread:
+    """Set ``cancel`` once ``condition()`` holds (checked every 10 ms, with no deadline)."""
+
+    def watch() -> None:
+        while not cancel.is_set() and not condition():
+            cancel.wait(0.01)
+        cancel.set()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
