@@ -120,7 +120,7 @@ class PageWriter:
                         conn.execute(f"INSERT INTO {stats_table(stored)} SELECT * FROM __mp_stats")
                     finally:
                         unregister(conn, "__mp_stats")
-                for run in _same_shape_runs(batches):
+                for run in _same_shape_runs(batches, typed=typed):
                     _append_rows(conn, raw, layout, run, self._write_no + 1, typed=typed)
                     self._write_no += len(run)
                     written += sum(batch.rows for batch in run)
@@ -209,7 +209,7 @@ class PageWriter:
         return typed
 
 
-def _same_shape_runs(batches: Sequence[PageBatch]) -> list[list[PageBatch]]:
+def _same_shape_runs(batches: Sequence[PageBatch], *, typed: bool) -> list[list[PageBatch]]:
     """Consecutive pages that one INSERT can take: the same columns, candidates and properties.
 
     A statement costs about as much again as the rows it appends (binding, a scan, the table's
@@ -218,20 +218,23 @@ def _same_shape_runs(batches: Sequence[PageBatch]) -> list[list[PageBatch]]:
     """
     runs: list[list[PageBatch]] = []
     for batch in batches:
-        if runs and _same_shape(runs[-1][0], batch):
+        if runs and _same_shape(runs[-1][0], batch, typed=typed):
             runs[-1].append(batch)
         else:
             runs.append([batch])
     return runs
 
 
-def _same_shape(a: PageBatch, b: PageBatch) -> bool:
+def _same_shape(a: PageBatch, b: PageBatch, *, typed: bool) -> bool:
     """Whether ``b`` can join ``a``'s INSERT. Pages list their properties in the order their
-    profiles bring them, so names are compared as sets and columns matched by name."""
+    profiles bring them, so names are compared as sets and columns matched by name. The
+    properties a page has matter only when its rows get typed columns (`_append_rows`): a wide
+    fetch's sparse pages, each with its own properties, append alike."""
     if a.candidates != b.candidates or (a.stats is None) != (b.stats is None):
         return False
     if (
-        a.stats is not None
+        typed
+        and a.stats is not None
         and b.stats is not None
         and set(a.stats.column("key").to_pylist()) != set(b.stats.column("key").to_pylist())
     ):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ def record_waits(ws: Workspace) -> list[float]:
     return asked
 
 
-def cancel_when(condition: Any, cancel: threading.Event) -> threading.Thread:
+def cancel_when(condition: Callable[[], bool], cancel: threading.Event) -> threading.Thread:
     """Set ``cancel`` once ``condition()`` holds (checked every 10 ms, with no deadline)."""
 
     def watch() -> None:

@@ -14,6 +14,7 @@ from storage_support import profile
 from mp_magic.query import EngageQuery
 from mp_magic.storage import StorageEngine
 from mp_magic.storage.catalog import raw_table
+from mp_magic.storage.pages import WIDE_PAGE
 from mp_magic.storage.writer import _same_shape_runs
 
 
@@ -46,8 +47,19 @@ def test_pages_of_one_shape_form_one_run_whatever_their_property_order(
         storage.page_batch(3, _page(3)),
         storage.page_batch(4, _page(4, reversed_order=True)),
     ]
-    runs = _same_shape_runs(batches)
+    runs = _same_shape_runs(batches, typed=True)
     assert [[b.page_index for b in run] for run in runs] == [[0, 1], [2], [3, 4]]
+
+
+def test_sparse_pages_of_a_wide_fetch_form_one_run(storage: StorageEngine) -> None:
+    """Kept as JSON until finalize, wide pages append alike whatever properties each has."""
+    over = WIDE_PAGE + 10
+    batches = [
+        storage.page_batch(p, [profile(f"u{p}", **{f"k{p}_{i}": i for i in range(over)})])
+        for p in range(3)
+    ]
+    assert [len(run) for run in _same_shape_runs(batches, typed=False)] == [3]
+    assert [len(run) for run in _same_shape_runs(batches, typed=True)] == [1, 1, 1]
 
 
 def test_a_grouped_write_keeps_each_pages_write_number_index_and_values(
