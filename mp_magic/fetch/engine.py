@@ -3,8 +3,9 @@
 Every path (a new fetch, append, replace, resume, retry) runs the same steps: prepare the table,
 fetch page 0 for total/page_size/session_id (or read the stored plan), announce the plan and warn
 BEFORE starting when the budget cannot cover it, fetch the remaining pages, record failures,
-finalise. The two modes differ only in how a round of pages runs: inline on the caller's thread, or
-as a `ParallelRound` (workers, transform threads, one writer).
+finalise. Both modes run their pages as a `PageRound` (workers, transform threads, one writer);
+they differ only in how many queries are in flight: one sequentially, so the hourly budget is spent
+one page at a time while the page before is typed and written, up to five in parallel.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from ..types import (
     ParallelProfileFetchResult,
 )
 from .events import EventPump, Fetched, PageDone, PageFailed
-from .pipeline import Outcome, ParallelRound, SessionExpired
+from .pipeline import Outcome, PageRound, SessionExpired
 
 SHORT_PAGE_RETRIES = 2
 """A page shorter than page_size before the last page is a glitch, not the end: fetch it again."""
@@ -98,7 +99,7 @@ class FetchEngine:
         )
         self._stop = _CallerStop(self._cancel, self._caller_cancel)  # is the fetch to stop?
         self._request_cancel = _CallerStop(hard, self._caller_cancel)
-        self._first: Fetched | None = None  # page 0, fetched but not yet written (parallel)
+        self._first: Fetched | None = None  # page 0, fetched but not yet written
 
     # -- the whole fetch -----------------------------------------------------------------------
 
@@ -201,7 +202,7 @@ class FetchEngine:
         rest = list(range(1, pages))
         self._announce(rest)
         first = Fetched(head, self._session_no, body)
-        if self._parallel and rest:
+        if rest:
             self._first = first  # typed while the next pages are in flight, and written first
         else:
             batch = self._transform(first)
@@ -298,10 +299,8 @@ class FetchEngine:
 
     def _run_round(self, pages: list[int]) -> list[int]:
         """Fetch ``pages`` in the current session; return the pages left when the session expired."""
-        if not self._parallel:
-            return self._run_inline(pages)
         first, self._first = self._first, None
-        outcomes = ParallelRound(
+        outcomes = PageRound(
             storage=self._storage,
             table=self._request.table,
             workers=self._workers,
@@ -323,29 +322,6 @@ class FetchEngine:
             self._defer(deferred)
             return []
         return sorted(expired + deferred)
-
-    def _run_inline(self, pages: list[int]) -> list[int]:
-        for position, page in enumerate(pages):
-            if self._stop.is_set():
-                raise FetchCancelledError("fetch cancelled")
-            if self._budget_stop.is_set():
-                self._defer(pages[position:])
-                return []
-            try:
-                fetched = self._fetch_page(page)
-            except SessionExpired:
-                return pages[position:]
-            except FetchCancelledError:
-                if self._budget_stop.is_set() and not self._stop.is_set():
-                    self._defer(pages[position:])
-                    return []
-                raise
-            if fetched is not None:
-                batch = self._transform(fetched)
-                self._storage.write_pages(self._request.table, [batch])
-                self._pump.apply(PageDone(page, batch.rows))
-            self._pump.drain()  # a failed page's event too, so callbacks and the result hear of it
-        return []
 
     # -- one page ------------------------------------------------------------------------------
 
@@ -383,7 +359,8 @@ class FetchEngine:
             return Fetched(head, session, body)
 
     def _transform(self, fetched: Fetched) -> PageBatch:
-        """Body → columnar batch: DuckDB parses it, off the GIL (transform threads, or inline)."""
+        """Body → columnar batch: DuckDB parses it, off the GIL (a transform thread, or the caller's
+        for page 0 of a renewed session)."""
         return self._storage.page_batch(
             fetched.page_index, body=fetched.body, session=fetched.session, rows=fetched.head.count
         )

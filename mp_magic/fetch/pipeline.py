@@ -1,6 +1,7 @@
-"""The parallel round: up to five pages in flight, parsed off the GIL, written by ONE writer.
+"""A round of pages: one to five in flight, parsed off the GIL, written by ONE writer.
 
-A worker fetches a page body and hands it to a transform thread, then asks for its next page at
+Both fetch modes run it: a sequential fetch with one worker (one query in flight, the page before
+typed and written meanwhile), a parallel one with up to five. A worker fetches a page body and hands it to a transform thread, then asks for its next page at
 once, so the API always has ``workers`` queries in flight while earlier pages are parsed. Transform
 threads turn bodies into columnar batches (DuckDB does that work without the GIL). The one writer
 appends batches in page order when it can: it holds a few early arrivals back until the page before
@@ -135,9 +136,9 @@ class OrderedWriter(threading.Thread):
 
 
 @dataclass(kw_only=True, eq=False)
-class ParallelRound:
-    """Fetch pages in the current session with ``workers`` threads; page 0's body may come
-    along already fetched (``first``), to be typed while the other pages are in flight.
+class PageRound:
+    """Fetch pages in the current session with ``workers`` threads (one when sequential); page
+    0's body may come along already fetched (``first``), to be typed while the others are in flight.
 
     ``stopped`` says whether the hourly budget stopped a --no-wait fetch. Every page holds one
     of ``2 × workers`` slots from fetch to write.

@@ -290,3 +290,36 @@ def test_stream_profiles_yields_every_profile(make_workspace: MakeWorkspace) -> 
     raw = next(iter(ws.stream_profiles(raw=True)))
     assert "$distinct_id" in raw and "$properties" in raw
     assert ws.tables() == []  # streaming stores nothing
+
+
+def test_a_sequential_fetch_types_each_page_while_the_next_is_in_flight(
+    make_workspace: MakeWorkspace,
+) -> None:
+    """One query in flight, never two; but page n is typed while page n + 1 is asked for.
+
+    Each page's transform waits until the request for the next page has started: were the
+    request, the typing and the write run one after another, the fetch would stall here.
+    """
+    ws = make_workspace(latency=0.01)
+    started = {page: threading.Event() for page in range(10)}
+    client, storage = ws.client, ws.storage
+    ask, transform = client.query_engage_page_with_body, storage.page_batch
+    stalled: list[int] = []
+
+    def asking(page: int, **kwargs: Any) -> Any:
+        started[page].set()
+        return ask(page, **kwargs)
+
+    def typing(page_index: int, **kwargs: Any) -> Any:
+        if page_index + 1 in started and not started[page_index + 1].wait(timeout=30):
+            stalled.append(page_index)
+        return transform(page_index, **kwargs)
+
+    client.query_engage_page_with_body = asking  # type: ignore[method-assign]
+    storage.page_batch = typing  # type: ignore[method-assign]
+    result = ws.fetch_profiles("people", parallel=False, progress=False)
+    assert stalled == []
+    assert isinstance(result, FetchResult) and result.total_rows == 950
+    assert ws.emulator.stats.max_in_flight == 1  # the budget is spent one query at a time
+    rows = ws.sql("SELECT distinct_id FROM people")["distinct_id"].tolist()
+    assert rows == [p["$distinct_id"] for p in ws.emulator.expected_profiles({})]  # API order
