@@ -362,7 +362,11 @@ class FetchEngine:
         """Body → columnar batch: DuckDB parses it, off the GIL (a transform thread, or the caller's
         for page 0 of a renewed session)."""
         return self._storage.page_batch(
-            fetched.page_index, body=fetched.body, session=fetched.session, rows=fetched.head.count
+            fetched.page_index,
+            body=fetched.body,
+            session=fetched.session,
+            rows=fetched.head.count,
+            table=self._request.table,
         )
 
     def _request_page(

@@ -46,6 +46,7 @@ from .finalizer import finalize_fetch
 from .ledger import UNFINISHED, FetchMode, FetchState
 from .naming import learn_catalog_facts, quote_ident, validate_table_name
 from .opening import open_database, release
+from .page_stats import NOTHING_SETTLED
 from .pages import PageBatch, body_of, transform_page
 from .writer import PageWriter, create_raw
 
@@ -187,12 +188,14 @@ class StorageEngine:
         body: bytes | str | None = None,
         session: int = 0,
         rows: int | None = None,
+        table: str | None = None,
     ) -> PageBatch:
         """Turn one Engage page into a `PageBatch` (safe on any thread; no lock is taken).
 
         ``body`` is the page's JSON as the API sent it (parsed here once, inside DuckDB); without
         it, ``results`` (already-parsed profiles) are serialised first. ``rows``, the number of
         profiles in ``body`` when the caller has counted them, spares a parse that counts them.
+        ``table``, the fetch the page is for, spares reading what its statistics already rule out.
         """
         self._check_open()
         if body is None:
@@ -203,7 +206,8 @@ class StorageEngine:
             text = body if isinstance(body, str) else body.decode("utf-8", "replace")
         conn = self._worker_conn()
         try:
-            payload, stats, candidates = transform_page(conn, text, rows=rows)
+            settled = self._writer.settled(table) if table is not None else NOTHING_SETTLED
+            payload, stats, candidates = transform_page(conn, text, rows=rows, settled=settled)
         except duckdb.Error as exc:
             raise StorageError(f"page {page_index}: cannot parse the profiles ({exc})") from exc
         finally:

@@ -5,10 +5,17 @@ Mixpanel datetime and whether every integer fits a BIGINT are read from the valu
 typed candidate columns with Arrow compute, or, for properties without one (a wide page, names
 that differ only in case), from the properties JSON, after regular expressions have ruled out the
 properties that cannot be either. The rows (``STATS_COLUMNS``) merge exactly across pages.
+
+A fact the fetch has already settled against (`Settled`: a property already seen with a string
+that is not a datetime, or an integer beyond 64 bits) is not read again: merging cannot turn it
+back, so the page records it as the fetch has it. On a sparse page that leaves a few properties
+(usually the real datetimes) to read, and those are read straight from the body by JSON path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -18,10 +25,44 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from .naming import LAST_SEEN_PROPERTY, stage_column
-from .schema import DATETIME_PATTERN, STATS_SCHEMA, json_pointer, structure_types
+from .schema import DATETIME_PATTERN, STATS_SCHEMA, MergedStats, json_pointer, structure_types
 
 _DATETIME_REGEX = f"^{DATETIME_PATTERN}$"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+BODY_READS = 4
+"""Properties at most that are read from the body by path, one parse each; more are read from
+the properties JSON in one pass (after the regular expressions), which costs about five."""
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What the fetch's statistics already rule out, so no page need read it again."""
+
+    not_datetimes: frozenset[str] = frozenset()  # a string that is not a datetime was seen
+    ints_too_big: frozenset[str] = frozenset()  # an integer beyond 64 bits was seen
+    el_ints_too_big: frozenset[str] = frozenset()  # the same in a list
+
+    @classmethod
+    def of(cls, merged: Mapping[str, MergedStats]) -> Settled:
+        """From the writer's merged statistics of a fetch."""
+        return cls(
+            frozenset(key for key, m in merged.items() if not m.all_datetimes),
+            frozenset(key for key, m in merged.items() if not m.ints_fit),
+            frozenset(key for key, m in merged.items() if not m.el_ints_fit),
+        )
+
+    def rules_out(self, key: str, kind: Any) -> bool:
+        """Is the fact read for this property (of this page's JSON type) already false?"""
+        if kind == "VARCHAR":
+            return key in self.not_datetimes
+        if isinstance(kind, list):
+            return key in self.el_ints_too_big
+        return key in self.ints_too_big
+
+
+NOTHING_SETTLED = Settled()
 
 
 def _all(values: pa.ChunkedArray | pa.Array) -> bool:
@@ -35,12 +76,16 @@ def page_stats(
     payload: pa.Table,
     structure: dict[str, Any],
     candidates: dict[str, str],
+    *,
+    body: str | None = None,
+    settled: Settled = NOTHING_SETTLED,
 ) -> pa.Table:
     """The page's ``STATS_COLUMNS`` rows: the structure's types plus two facts from the values.
 
     Whether every string is a Mixpanel datetime and whether every integer fits a BIGINT are read
     from the typed candidate columns with Arrow compute (no query, no GIL); only columns that
     pass the datetime pattern are confirmed by DuckDB's own cast, the one finalize will use.
+    ``body``, the page the payload was split from, lets a few properties be read by path.
     """
     flags: dict[str, bool] = {}
     confirm: dict[str, pa.ChunkedArray] = {}
@@ -50,6 +95,9 @@ def page_stats(
         wide_list = isinstance(kind, list) and bool(kind) and kind[0] in ("UBIGINT", "HUGEINT")
         if (kind != "VARCHAR" and not wide and not wide_list) or key == LAST_SEEN_PROPERTY:
             continue  # ($last_seen is read into last_seen whatever the other values are)
+        if settled.rules_out(key, kind):
+            flags[key] = False
+            continue
         if key not in candidates:  # a case-colliding name, or a page left untyped
             from_json.append((key, kind))
             continue
@@ -66,7 +114,7 @@ def page_stats(
             flags[key] = low is None or (low >= _INT64_MIN and high <= _INT64_MAX)
     flags.update(_confirm_datetimes(conn, confirm))
     if from_json:
-        flags.update(_json_flags(conn, payload, from_json))
+        flags.update(_json_flags(conn, payload, from_json, body))
     columns: dict[str, list[Any]] = {name: [] for name in STATS_SCHEMA.names}
     for key, kind in structure.items():
         types, el_types = structure_types(kind)
@@ -81,7 +129,10 @@ def page_stats(
 
 
 def _json_flags(
-    conn: duckdb.DuckDBPyConnection, payload: pa.Table, items: list[tuple[str, Any]]
+    conn: duckdb.DuckDBPyConnection,
+    payload: pa.Table,
+    items: list[tuple[str, Any]],
+    body: str | None = None,
 ) -> dict[str, bool]:
     """The datetime/fits facts of properties without a candidate column, read from the JSON.
 
@@ -90,9 +141,17 @@ def _json_flags(
     text find the few properties that might be either (of hundreds on a sparse page, typically
     two), and only those are read. Arrow's JSON reader reads them in one pass, finding each row's
     keys by hash; should it refuse the page (an integer beyond 64 bits), one DuckDB query with
-    every pointer does.
+    every pointer does. A few properties are read from the body instead (`_body_flags`).
     """
     flags: dict[str, bool] = {}
+    ints = [key for key, kind in items if kind in ("UBIGINT", "HUGEINT")]
+    if body is not None and ints and not _has_long_digit_run(body):
+        flags = dict.fromkeys(ints, True)  # no integer on the page is beyond a BIGINT
+        items = [(key, kind) for key, kind in items if key not in flags]
+        if not items:
+            return flags
+    if body is not None and _by_path(items):
+        return flags | _body_flags(conn, body, items)
     if any(kind in ("VARCHAR", "UBIGINT", "HUGEINT") for _, kind in items):  # not lists only
         shaped, long_ints = _keys_worth_reading(conn, payload)
         for key, kind in items:
@@ -103,6 +162,8 @@ def _json_flags(
         items = [(key, kind) for key, kind in items if key not in flags]
     if not items:
         return flags
+    if body is not None and _by_path(items):
+        return flags | _body_flags(conn, body, items)
     try:
         return flags | _arrow_flags(conn, payload, items)
     except pa.ArrowException:
@@ -130,6 +191,54 @@ def _json_flags(
     finally:
         conn.unregister("__mp_payload")
     return flags | {key: bool(row[i]) for i, (key, _) in enumerate(items)}
+
+
+def _has_long_digit_run(body: str) -> bool:
+    """Does the page hold 19 digits in a row anywhere (an integer that might not fit a BIGINT)?
+
+    One scan of the body by Arrow's regular expressions, without a capture group (a DFA, about
+    a millisecond a page), rules out every integer property of a typical page at once.
+    """
+    found = pc.match_substring_regex(pa.array([body], pa.large_string()), r"\d{19}")
+    return bool(found[0].as_py())
+
+
+def _by_path(items: list[tuple[str, Any]]) -> bool:
+    """Few enough scalar properties, each with a name a quoted JSON path step can spell."""
+    return 0 < len(items) <= BODY_READS and all(
+        kind in ("VARCHAR", "UBIGINT", "HUGEINT") and '"' not in key and "\\" not in key
+        for key, kind in items
+    )
+
+
+def _body_flags(
+    conn: duckdb.DuckDBPyConnection, body: str, items: list[tuple[str, Any]]
+) -> dict[str, bool]:
+    """`_json_flags` for a few properties, each read from the page body by one JSON path.
+
+    A path with a wildcard parses the body once and lists every profile's value (profiles
+    without the property have none), which for one property costs a third of reading the
+    properties JSON a row at a time. The tests are the ones finalize's cast will apply.
+    """
+    values, tests = [], []
+    for i, (_, kind) in enumerate(items):
+        x = f"x{i}"
+        values.append(f"unnest(json_extract_string(b, ?)) AS {x}")
+        if kind == "VARCHAR":
+            test = (
+                f"regexp_full_match({x}, '{DATETIME_PATTERN}') "
+                f"AND TRY_CAST({x} AS TIMESTAMP) IS NOT NULL"
+            )
+        else:
+            test = f"TRY_CAST({x} AS BIGINT) IS NOT NULL"
+        tests.append(f"coalesce(bool_and({test}) FILTER (WHERE {x} IS NOT NULL), true)")
+    paths = [f'$.results[*]."$properties"."{key}"' for key, _ in items]
+    row = conn.execute(
+        f"SELECT {', '.join(tests)} FROM "
+        f"(SELECT {', '.join(values)} FROM (SELECT CAST(? AS VARCHAR) AS b))",
+        [*paths, body],
+    ).fetchall()[0]
+    return {key: bool(row[i]) for i, (key, _) in enumerate(items)}
 
 
 # A key, then a string value that begins like a datetime, or a number of 19 digits or more. The

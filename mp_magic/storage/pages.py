@@ -29,7 +29,7 @@ import orjson
 import pyarrow as pa
 
 from .naming import LAST_SEEN_PROPERTY, stage_column
-from .page_stats import page_stats
+from .page_stats import NOTHING_SETTLED, Settled, page_stats
 from .schema import json_pointer
 
 # The fast split: both lists come from one body by JSON path. A profile missing either key would
@@ -141,14 +141,19 @@ def _properties_structure(body_structure: Any) -> dict[str, Any] | None:
 
 
 def transform_page(
-    conn: duckdb.DuckDBPyConnection, body: str, *, rows: int | None = None
+    conn: duckdb.DuckDBPyConnection,
+    body: str,
+    *,
+    rows: int | None = None,
+    settled: Settled = NOTHING_SETTLED,
 ) -> tuple[pa.Table, pa.Table, dict[str, str]]:
     """(payload, stats, candidates) of one page body; see the module docstring.
 
     Two DuckDB queries in the usual case: the body's structure, then split and transform in one
     pass. Few queries matter: each one is a GIL hand-off, and five fetch threads compete for it.
     ``rows``, the body's profile count when the caller knows it, checks the split's alignment
-    without a third parse of the body to count them.
+    without a third parse of the body to count them. ``settled``: what the fetch's statistics
+    already rule out, which `page_stats` need not read.
     """
     found = conn.execute("SELECT json_structure(?)", [body]).fetchall()[0][0]
     structure = _properties_structure(orjson.loads(found) if found else None)
@@ -161,7 +166,8 @@ def transform_page(
         )
         if not payload.num_rows or payload.column("aligned")[0].as_py():
             payload = _json_typed(payload.drop_columns(["aligned"]))
-            return payload, page_stats(conn, payload, structure, candidates), candidates
+            stats = page_stats(conn, payload, structure, candidates, body=body, settled=settled)
+            return payload, stats, candidates
     # A page the fast split cannot take: read each profile on its own, and its structure too.
     text = conn.execute(
         f"SELECT json_group_structure(properties) FROM ({_SPLIT_BY_ELEMENT})", [body]
@@ -172,7 +178,7 @@ def transform_page(
         conn, _SPLIT_BY_ELEMENT, [body], structure, typed=len(structure) <= WIDE_PAGE
     )
     payload = _json_typed(payload.drop_columns(["aligned"]))
-    return payload, page_stats(conn, payload, structure, candidates), candidates
+    return payload, page_stats(conn, payload, structure, candidates, settled=settled), candidates
 
 
 def _json_typed(payload: pa.Table) -> pa.Table:

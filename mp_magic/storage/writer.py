@@ -21,6 +21,7 @@ import pyarrow as pa
 from . import ledger
 from .catalog import raw_columns, raw_table, scalar, stats_table, transaction, unregister
 from .naming import LAST_SEEN_PROPERTY, property_order, quote_ident, stage_column, stage_property
+from .page_stats import NOTHING_SETTLED, Settled
 from .pages import NULL_ONLY, WIDE_PAGE, PageBatch
 from .schema import STATS_COLUMNS, STATS_SCHEMA, MergedStats, convert, from_properties, merged_stats
 
@@ -66,6 +67,7 @@ class RawLayout:
     merged: dict[str, MergedStats]
     types: dict[str, str] = field(default_factory=dict)  # property → its column's SQL type
     group_key: str | None = None
+    settled: Settled = NOTHING_SETTLED  # what ``merged`` rules out, for the transform threads
 
 
 class PageWriter:
@@ -135,8 +137,18 @@ class PageWriter:
             self._layouts.pop(stored, None)  # re-read from the catalog next time
             raise
         layout.merged = merged
+        if fresh:
+            layout.settled = Settled.of(merged)
         layout.sessions = max(layout.sessions, sessions)
         return written
+
+    def settled(self, name: str) -> Settled:
+        """What the statistics written so far rule out for fetch ``name`` (any thread, no lock:
+        the layout's fields are replaced whole, never changed in place)."""
+        for stored, layout in list(self._layouts.items()):
+            if stored.lower() == name.lower():
+                return layout.settled
+        return NOTHING_SETTLED
 
     def _layout(self, conn: duckdb.DuckDBPyConnection, stored: str) -> RawLayout:
         """The writer's picture of the raw table, read from the catalog once per fetch."""
@@ -153,6 +165,7 @@ class PageWriter:
                 merged=merged_stats(conn, stats_table(stored)),
                 group_key=fetch.query.group_id,
             )
+            layout.settled = Settled.of(layout.merged)
             for column, data_type in rows:
                 prop = stage_property(column)
                 if prop is not None:
