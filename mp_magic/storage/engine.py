@@ -339,6 +339,7 @@ class StorageEngine:
                 fetch = self._active_fetch(stored)
                 with self._transaction() as conn:
                     ledger.record_failed_page(conn, stored, fetch.run, page_index, error)
+                self._writer.marked(stored, page_index)
 
     def finalize(
         self,

@@ -295,17 +295,21 @@ def mark_pages_done(
     pages: Sequence[tuple[int, int, int]],
     *,
     sessions: int | None,
+    replace: bool = True,
 ) -> None:
     """Record (page index, session, rows) as done; inside the transaction that wrote the rows.
 
-    ``sessions``, when given, raises the fetch's session count to at least that.
+    ``sessions``, when given, raises the fetch's session count to at least that. ``replace``
+    says whether some of the pages may have a marker already (written before, or failed); the
+    writer knows when none can, and a statement a write is worth saving.
     """
     stamp = now()
     indices = [p[0] for p in pages]
-    conn.execute(
-        "DELETE FROM _mp.pages WHERE name = ? AND run = ? AND list_contains(?, page_index)",
-        [name, run, indices],
-    )
+    if replace:
+        conn.execute(
+            "DELETE FROM _mp.pages WHERE name = ? AND run = ? AND list_contains(?, page_index)",
+            [name, run, indices],
+        )
     conn.execute(
         "INSERT INTO _mp.pages SELECT ?, ?, unnest(?), unnest(?), 'done', unnest(?), NULL, ?",
         [name, run, indices, [p[1] for p in pages], [p[2] for p in pages], stamp],
@@ -316,6 +320,14 @@ def mark_pages_done(
             "WHERE name = ?",
             [sessions, stamp, name],
         )
+
+
+def marked_pages(conn: duckdb.DuckDBPyConnection, name: str, run: int) -> frozenset[int]:
+    """The pages of the fetch's run that have a marker, done or failed."""
+    rows = conn.execute(
+        "SELECT page_index FROM _mp.pages WHERE name = ? AND run = ?", [name, run]
+    ).fetchall()
+    return frozenset(int(row[0]) for row in rows)
 
 
 def record_failed_page(

@@ -68,6 +68,7 @@ class RawLayout:
     types: dict[str, str] = field(default_factory=dict)  # property → its column's SQL type
     group_key: str | None = None
     settled: Settled = NOTHING_SETTLED  # what ``merged`` rules out, for the transform threads
+    marked: frozenset[int] = frozenset()  # pages of this run with a row in _mp.pages
 
 
 class PageWriter:
@@ -132,15 +133,24 @@ class PageWriter:
                     layout.run,
                     [(b.page_index, b.session, b.rows) for b in batches],
                     sessions=sessions if sessions > layout.sessions else None,
+                    replace=any(b.page_index in layout.marked for b in batches),
                 )
         except BaseException:
             self._layouts.pop(stored, None)  # re-read from the catalog next time
             raise
         layout.merged = merged
+        layout.marked = layout.marked | {b.page_index for b in batches}
         if fresh:
             layout.settled = Settled.of(merged)
         layout.sessions = max(layout.sessions, sessions)
         return written
+
+    def marked(self, stored: str, page_index: int) -> None:
+        """A marker for the page was written elsewhere (a failed page): the next write of it
+        replaces it."""
+        layout = self._layouts.get(stored)
+        if layout is not None:
+            layout.marked = layout.marked | {page_index}
 
     def settled(self, name: str) -> Settled:
         """What the statistics written so far rule out for fetch ``name`` (any thread, no lock:
@@ -166,6 +176,7 @@ class PageWriter:
                 group_key=fetch.query.group_id,
             )
             layout.settled = Settled.of(layout.merged)
+            layout.marked = ledger.marked_pages(conn, stored, fetch.run)
             for column, data_type in rows:
                 prop = stage_property(column)
                 if prop is not None:

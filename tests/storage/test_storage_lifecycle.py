@@ -202,6 +202,36 @@ def test_failed_pages_partial_then_retry(storage: StorageEngine) -> None:
     assert list(storage.table("people").columns) == ["distinct_id", "last_seen", "x", "properties"]
 
 
+def _markers(storage: StorageEngine, name: str) -> list[tuple[int, str]]:
+    return [
+        (int(page), str(status))
+        for page, status in storage._conn.execute(
+            "SELECT page_index, status FROM _mp.pages WHERE name = ? ORDER BY page_index, status",
+            [name],
+        ).fetchall()
+    ]
+
+
+def test_a_page_written_again_or_after_failing_keeps_one_marker(storage: StorageEngine) -> None:
+    """A write replaces a page's marker only when it may have one, and then always does."""
+    storage.prepare_fetch("people", query=Q, mode="create")
+    storage.record_plan("people", total_profiles=6, page_size=2, total_pages=3, session_id="s")
+    storage.write_pages("people", [storage.page_batch(0, [profile("a"), profile("b")])])
+    storage.record_failed_page("people", 1, "HTTP 500: boom")
+    storage.write_pages("people", [storage.page_batch(2, [profile("e"), profile("f")])])
+    # page 0 again (a renewed session's first page), and page 1 after it failed, in one write
+    storage.write_pages(
+        "people",
+        [
+            storage.page_batch(0, [profile("a"), profile("b")], session=1),
+            storage.page_batch(1, [profile("c"), profile("d")], session=1),
+        ],
+    )
+    assert _markers(storage, "people") == [(0, "done"), (1, "done"), (2, "done")]
+    meta = storage.finalize("people", status="complete")
+    assert meta.complete and meta.rows == 6
+
+
 def test_finalize_incomplete_plan_is_partial(storage: StorageEngine) -> None:
     storage.prepare_fetch("people", query=Q, mode="create")
     storage.record_plan("people", total_profiles=4, page_size=2, total_pages=2, session_id="s")
