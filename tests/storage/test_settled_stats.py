@@ -31,7 +31,22 @@ from mp_magic.storage.pages import (
 )
 
 # Names a JSON path step must spell literally, and values on both sides of each test.
-_NAMES = ["a", "when", "a.b", "x[0]", "*", "$created", "sp ace", "é", "a'b", "ts", "n", "big"]
+_NAMES = [
+    "a",
+    "A",
+    "when",
+    "When",
+    "a.b",
+    "x[0]",
+    "*",
+    "$created",
+    "sp ace",
+    "é",
+    "a'b",
+    "ts",
+    "n",
+    "big",
+]
 _VALUES = st.one_of(
     st.none(),
     st.sampled_from(
