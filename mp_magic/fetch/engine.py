@@ -359,8 +359,8 @@ class FetchEngine:
             return Fetched(head, session, body)
 
     def _transform(self, fetched: Fetched) -> PageBatch:
-        """Body → columnar batch: DuckDB parses it, off the GIL (a transform thread, or the caller's
-        for page 0 of a renewed session)."""
+        """Body → columnar batch: DuckDB parses it, off the GIL (on a transform thread; page 0 of
+        a renewed session on the caller's)."""
         return self._storage.page_batch(
             fetched.page_index,
             body=fetched.body,

@@ -1,13 +1,14 @@
 """A round of pages: one to five in flight, parsed off the GIL, written by ONE writer.
 
 Both fetch modes run it: a sequential fetch with one worker (one query in flight, the page before
-typed and written meanwhile), a parallel one with up to five. A worker fetches a page body and hands it to a transform thread, then asks for its next page at
-once, so the API always has ``workers`` queries in flight while earlier pages are parsed. Transform
-threads turn bodies into columnar batches (DuckDB does that work without the GIL). The one writer
-appends batches in page order when it can: it holds a few early arrivals back until the page before
-them lands, so the table's rows come out in the API's order without a rebuild; past that many it
-writes the lowest it holds (storage restores the order at finalize). Every page holds a slot from
-fetch to write, so memory is bounded by ``2 × workers`` pages however slow the writer is.
+typed and written meanwhile), a parallel one with up to five. A worker fetches a page body and
+hands it to a transform thread, then asks for its next page at once, so the API always has
+``workers`` queries in flight while earlier pages are parsed. Transform threads turn bodies into
+columnar batches (DuckDB does that work without the GIL). The one writer appends batches in page
+order when it can: it holds a few early arrivals back until the page before them lands, so the
+table's rows come out in the API's order without a rebuild; past that many it writes the lowest it
+holds (storage restores the order at finalize). Every page holds a slot from fetch to write, so
+memory is bounded by ``2 × workers`` pages however slow the writer is.
 """
 
 from __future__ import annotations
