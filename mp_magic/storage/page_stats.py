@@ -148,11 +148,8 @@ def _json_flags(
     if body is not None and ints and not _has_long_digit_run(body):
         flags = dict.fromkeys(ints, True)  # no integer on the page is beyond a BIGINT
         items = [(key, kind) for key, kind in items if key not in flags]
-        if not items:
-            return flags
-    if body is not None and _by_path(items):
-        return flags | _body_flags(conn, body, items)
-    if any(kind in ("VARCHAR", "UBIGINT", "HUGEINT") for _, kind in items):  # not lists only
+    by_path = body is not None and _by_path(items)
+    if not by_path and any(kind in ("VARCHAR", "UBIGINT", "HUGEINT") for _, kind in items):
         shaped, long_ints = _keys_worth_reading(conn, payload)
         for key, kind in items:
             if kind == "VARCHAR" and key not in shaped:
@@ -168,19 +165,7 @@ def _json_flags(
         return flags | _arrow_flags(conn, payload, items)
     except pa.ArrowException:
         pass
-    tests = []
-    for i, (_, kind) in enumerate(items):
-        v = f"v[{i + 1}]"
-        if kind == "VARCHAR":
-            test = (
-                f"regexp_full_match({v}, '{DATETIME_PATTERN}') "
-                f"AND TRY_CAST({v} AS TIMESTAMP) IS NOT NULL"
-            )
-        elif isinstance(kind, list):
-            test = f"TRY_CAST(CAST({v} AS JSON) AS BIGINT[]) IS NOT NULL"
-        else:
-            test = f"TRY_CAST({v} AS BIGINT) IS NOT NULL"
-        tests.append(f"coalesce(bool_and({test}) FILTER (WHERE {v} IS NOT NULL), true)")
+    tests = [_every_value_passes(kind, f"v[{i + 1}]") for i, (_, kind) in enumerate(items)]
     conn.register("__mp_payload", payload)
     try:
         row = conn.execute(
@@ -191,6 +176,21 @@ def _json_flags(
     finally:
         conn.unregister("__mp_payload")
     return flags | {key: bool(row[i]) for i, (key, _) in enumerate(items)}
+
+
+def _every_value_passes(kind: Any, v: str) -> str:
+    """SQL aggregate: every non-null text ``v`` of a property of JSON type ``kind`` is what its
+    column would take (a datetime by DuckDB's cast, an integer or a list of them in a BIGINT)."""
+    if kind == "VARCHAR":
+        test = (
+            f"regexp_full_match({v}, '{DATETIME_PATTERN}') "
+            f"AND TRY_CAST({v} AS TIMESTAMP) IS NOT NULL"
+        )
+    elif isinstance(kind, list):
+        test = f"TRY_CAST(CAST({v} AS JSON) AS BIGINT[]) IS NOT NULL"
+    else:
+        test = f"TRY_CAST({v} AS BIGINT) IS NOT NULL"
+    return f"coalesce(bool_and({test}) FILTER (WHERE {v} IS NOT NULL), true)"
 
 
 def _has_long_digit_run(body: str) -> bool:
@@ -220,18 +220,8 @@ def _body_flags(
     without the property have none), which for one property costs a third of reading the
     properties JSON a row at a time. The tests are the ones finalize's cast will apply.
     """
-    values, tests = [], []
-    for i, (_, kind) in enumerate(items):
-        x = f"x{i}"
-        values.append(f"unnest(json_extract_string(b, ?)) AS {x}")
-        if kind == "VARCHAR":
-            test = (
-                f"regexp_full_match({x}, '{DATETIME_PATTERN}') "
-                f"AND TRY_CAST({x} AS TIMESTAMP) IS NOT NULL"
-            )
-        else:
-            test = f"TRY_CAST({x} AS BIGINT) IS NOT NULL"
-        tests.append(f"coalesce(bool_and({test}) FILTER (WHERE {x} IS NOT NULL), true)")
+    values = [f"unnest(json_extract_string(b, ?)) AS x{i}" for i in range(len(items))]
+    tests = [_every_value_passes(kind, f"x{i}") for i, (_, kind) in enumerate(items)]
     paths = [f'$.results[*]."$properties"."{key}"' for key, _ in items]
     row = conn.execute(
         f"SELECT {', '.join(tests)} FROM "
