@@ -10,6 +10,8 @@ path, and give the same rows.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -61,3 +63,24 @@ def test_a_regular_page_keeps_the_api_order(storage: StorageEngine) -> None:
     got = _rows(storage, results, rows=50)
     assert [did for _, did, _ in got] == [f"u{i}" for i in range(50)]
     assert [props["n"] for _, _, props in got] == list(range(50))
+
+
+_NO_WARNING_SCRIPT = """
+import json, warnings
+warnings.simplefilter("error")  # any warning a page's transform lets out fails the run
+import duckdb
+from mp_magic.storage.pages import transform_page
+body = json.dumps({"results": [{"$distinct_id": "a", "$properties": {"n": 1, "s": "x"}}]})
+payload, _, _ = transform_page(duckdb.connect(), body, rows=1)
+print(payload.num_rows)
+"""
+
+
+def test_a_page_transform_lets_no_warning_reach_the_user() -> None:
+    """Outside pytest's own warning filters, as in a notebook: duckdb's note that Arrow from a
+    statement run on the connection is copied once is about a cost paid knowingly."""
+    out = subprocess.run(
+        [sys.executable, "-c", _NO_WARNING_SCRIPT], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
