@@ -1,8 +1,9 @@
 """A string property is a TIMESTAMP exactly when DuckDB's own cast takes every value.
 
 Page statistics answer from Arrow where Arrow's answer is exact (its ISO-8601 cast takes every
-value: it refuses out-of-range fields rather than rolling them over) and ask DuckDB about the rest; these tests hold that shortcut to DuckDB's word,
-on impossible dates and clock times as well as ordinary ones.
+value: it refuses out-of-range fields rather than rolling them over) and ask DuckDB about the
+rest; these tests hold that shortcut to DuckDB's word, on impossible dates and clock times as
+well as ordinary ones.
 """
 
 from __future__ import annotations
