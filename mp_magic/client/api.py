@@ -38,7 +38,7 @@ from .errors import Redactor, Retryable
 from .request import check_page_size, page_form
 from .retry import RetryPolicy
 from .route import Route, choose_route
-from .transport import AbortableBackend, EngageTransport, Exchange, user_agent
+from .transport import AbortableBackend, EngageTransport, Exchange, tls_context, user_agent
 
 logger = logging.getLogger("mp_magic.client")
 
@@ -86,7 +86,7 @@ class MixpanelAPIClient:
         self._backend: AbortableBackend | None = None
         if transport is None:  # may refuse the route: decided before the secret is revealed
             self._route = choose_route(settings.base_url)
-            own = EngageTransport(self._route, limits=limits)
+            own = EngageTransport(self._route, limits=limits, tls=tls_context(settings.base_url))
             self._backend = own.backend
             transport = own
         secret = credentials.secret.reveal()

@@ -17,7 +17,9 @@ TLS state another thread is reading with); the pending read fails as a clean EOF
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
+import os
 import socket
 import ssl
 import sys
@@ -159,16 +161,37 @@ class _Stream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
+def tls_context(base_url: str) -> ssl.SSLContext:
+    """The context a client for ``base_url`` verifies servers with.
+
+    httpx builds its default context by reading the whole CA bundle, about 50 ms each time, and a
+    workspace's first fetch paid it. A plain-http URL (the built-in emulator, a local server;
+    redirects are never followed) never negotiates TLS with it, so it gets a client context with
+    no CA at all: should TLS ever be attempted, every certificate is refused. An https URL shares
+    one verifying context per process and per ``SSL_CERT_FILE``/``SSL_CERT_DIR`` (read as httpx
+    reads them, common behind corporate proxies); a context serves concurrent connections.
+    """
+    if base_url.lower().startswith("http://"):
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return _verifying_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.cache
+def _verifying_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    """httpx's own default context; the arguments key the cache, httpx reads the variables."""
+    return httpx.create_ssl_context(verify=True, trust_env=True)
+
+
 class EngageTransport(httpx.HTTPTransport):
     """`httpx.HTTPTransport` on the chosen route, with the abortable backend installed.
 
-    ``trust_env`` stays on for TLS (``SSL_CERT_FILE``/``SSL_CERT_DIR``, common behind corporate
-    proxies); proxies are not taken from the environment here but from the `Route`.
+    TLS verification uses `tls_context`; proxies are not taken from the environment here but
+    from the `Route`.
     """
 
-    def __init__(self, route: Route, *, limits: httpx.Limits) -> None:
+    def __init__(self, route: Route, *, limits: httpx.Limits, tls: ssl.SSLContext) -> None:
         try:
-            super().__init__(limits=limits, proxy=route.proxy_url(), trust_env=True)
+            super().__init__(limits=limits, proxy=route.proxy_url(), verify=tls)
         except ImportError as exc:  # a SOCKS proxy without socksio
             raise ConfigurationError(route.variable or "HTTPS_PROXY", str(exc)) from None
         self.backend = AbortableBackend()
