@@ -37,6 +37,18 @@ thread, growing with the table); and a scan runs one thread per row group, so a 
 `table()` use every core. DuckDB keeps in-memory databases at its default: there the option
 is not honoured."""
 
+IN_MEMORY_ROW_GROUP_SIZE = 122_880
+"""DuckDB's own row-group size, which an in-memory database keeps."""
+
+
+def row_group_size(conn: duckdb.DuckDBPyConnection) -> int:
+    """Rows per row group of new tables in the connection's current database."""
+    found = conn.execute(
+        "SELECT path IS NULL FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    return IN_MEMORY_ROW_GROUP_SIZE if found is None or found[0] else ROW_GROUP_SIZE
+
+
 IN_MEMORY_CHECKPOINT_THRESHOLD = "128MB"
 """When an in-memory workspace compresses what a fetch appended (DuckDB's default: 16 MB).
 

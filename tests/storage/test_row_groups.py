@@ -12,7 +12,13 @@ import duckdb
 import pytest
 from storage_support import StorageEngine, profile, run_fetch
 
-from mp_magic.storage.opening import ROW_GROUP_SIZE
+from mp_magic.storage.opening import (
+    IN_MEMORY_ROW_GROUP_SIZE,
+    ROW_GROUP_SIZE,
+    open_database,
+    release,
+    row_group_size,
+)
 
 
 def _row_groups(path: Path, table: str) -> int:
@@ -50,3 +56,22 @@ def test_only_an_in_memory_workspace_defers_its_checkpoints(tmp_path: Path) -> N
     with StorageEngine() as memory, StorageEngine(tmp_path / "ws.duckdb") as file:
         assert memory.sql(query)["t"][0] == "122.0 MiB"  # IN_MEMORY_CHECKPOINT_THRESHOLD
         assert file.sql(query)["t"][0] == default[0][0] != "122.0 MiB"
+
+
+@pytest.mark.parametrize("stem", [None, "ws", "memory"])
+def test_the_row_group_size_is_the_current_databases(tmp_path: Path, stem: str | None) -> None:
+    """finalize decides on one thread or two from it: a wrong size would slow every build."""
+    path = None if stem is None else tmp_path / f"{stem}.duckdb"
+    conn, resolved = open_database(path, {})
+    try:
+        size = row_group_size(conn)
+        assert size == (IN_MEMORY_ROW_GROUP_SIZE if path is None else ROW_GROUP_SIZE)
+        for rows, groups in [(size, 1), (size + 1, 2)]:  # the size the database really uses
+            conn.execute(f"CREATE OR REPLACE TABLE t AS SELECT range AS n FROM range({rows})")
+            found = conn.execute(
+                "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('t')"
+            ).fetchall()
+            assert found[0][0] == groups
+    finally:
+        conn.close()
+        release(resolved)
