@@ -180,6 +180,13 @@ class StorageEngine:
                 self._worker_conns.append(conn)
             return conn
 
+    def _return_free_memory(self) -> None:
+        conn = self._worker_conn()  # a database no one else is using: a page worker's
+        try:
+            return_free_memory(conn)
+        finally:
+            self._workers.put(conn)
+
     def page_batch(
         self,
         page_index: int,
@@ -363,7 +370,7 @@ class StorageEngine:
             with self._bookkeeping_of(stored):
                 fetch = self._active_fetch(stored)
                 self._writer.forget(stored)
-                return_free_memory()  # what the pages freed, before the table's build adds its own
+                self._return_free_memory()  # the pages', before the build adds its own
                 meta = finalize_fetch(
                     self._conn,
                     fetch,
@@ -374,7 +381,7 @@ class StorageEngine:
                 )
             self._active.discard(stored)
             self._writer.done(stored)
-            return_free_memory()  # the build's own, before the table is read into a DataFrame
+            self._return_free_memory()  # the build's, before the table is read
             return meta
 
     def annotate(self, name: str, **changes: Any) -> TableMetadata:

@@ -31,7 +31,7 @@ start = rss_mib()
 conn.execute("CREATE TABLE t AS SELECT repeat('x', 200) || range AS s FROM range(1000000)")
 conn.execute("DROP TABLE t")
 freed = rss_mib()
-return_free_memory()
+return_free_memory(duckdb.connect(config={"threads": 1, **allocator.ALLOCATOR}))
 print(json.dumps({"start": start, "freed": freed, "returned": rss_mib()}))
 """
 
