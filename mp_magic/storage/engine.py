@@ -4,7 +4,7 @@ The engine owns the connection and the lock and hands each job to its room (see 
 docstring for the whole picture):
 
 * `pages` (worker threads, no lock): ``page_batch`` types one page body inside a private
-  in-memory DuckDB into an Arrow `PageBatch`.
+  in-memory DuckDB (`workers` lends them) into an Arrow `PageBatch`.
 * `writer` (under the lock): ``write_pages`` merges the pages' statistics, adapts the raw table's
   columns and appends the rows with their "page done" markers in one transaction, so a killed
   process never leaves half a page.
@@ -19,7 +19,6 @@ docstring for the whole picture):
 from __future__ import annotations
 
 import dataclasses
-import queue
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -48,6 +47,7 @@ from .naming import learn_catalog_facts, quote_ident, validate_table_name
 from .opening import open_database, release
 from .page_stats import NOTHING_SETTLED
 from .pages import PageBatch, body_of, transform_page
+from .workers import WorkerDatabases
 from .writer import PageWriter, create_raw
 
 __all__ = ["FetchMode", "FetchState", "StorageEngine"]
@@ -75,8 +75,7 @@ class StorageEngine:
         self._lock = threading.RLock()
         self._active: set[str] = set()
         self._writer = PageWriter()
-        self._workers: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
-        self._worker_conns: list[duckdb.DuckDBPyConnection] = []
+        self._workers = WorkerDatabases()
         self._closed = False
         try:
             database = self._conn.execute("SELECT current_database()").fetchall()[0][0]
@@ -101,9 +100,7 @@ class StorageEngine:
             if self._closed:
                 return
             self._closed = True
-            for conn in self._worker_conns:
-                conn.close()
-            self._worker_conns.clear()
+            self._workers.close()
             self._conn.close()
             self._release()
 
@@ -171,21 +168,9 @@ class StorageEngine:
 
     # -- worker side -----------------------------------------------------------------------------
 
-    def _worker_conn(self) -> duckdb.DuckDBPyConnection:
-        try:
-            return self._workers.get_nowait()
-        except queue.Empty:
-            conn = duckdb.connect(":memory:", config={"threads": 1, **ALLOCATOR})
-            with self._lock:
-                self._worker_conns.append(conn)
-            return conn
-
     def _return_free_memory(self) -> None:
-        conn = self._worker_conn()  # a database no one else is using: a page worker's
-        try:
+        with self._workers.lend() as conn:  # a database no one else is using: a page worker's
             return_free_memory(conn)
-        finally:
-            self._workers.put(conn)
 
     def page_batch(
         self,
@@ -211,14 +196,12 @@ class StorageEngine:
             text = body_of(results)
         else:
             text = body if isinstance(body, str) else body.decode("utf-8", "replace")
-        conn = self._worker_conn()
-        try:
-            settled = self._writer.settled(table) if table is not None else NOTHING_SETTLED
-            payload, stats, candidates = transform_page(conn, text, rows=rows, settled=settled)
-        except duckdb.Error as exc:
-            raise StorageError(f"page {page_index}: cannot parse the profiles ({exc})") from exc
-        finally:
-            self._workers.put(conn)
+        settled = self._writer.settled(table) if table is not None else NOTHING_SETTLED
+        with self._workers.lend() as conn:
+            try:
+                payload, stats, candidates = transform_page(conn, text, rows=rows, settled=settled)
+            except duckdb.Error as exc:
+                raise StorageError(f"page {page_index}: cannot parse the profiles ({exc})") from exc
         return PageBatch(
             page_index=page_index,
             session=session,
