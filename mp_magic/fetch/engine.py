@@ -121,8 +121,9 @@ class FetchEngine:
                 WorkerCapWarning,
             )
         try:
-            pending = self._plan(state)
-            self._run_rounds(pending)
+            with self._storage.writing_pages():
+                pending = self._plan(state)
+                self._run_rounds(pending)
             self._pump.drain()  # every page event is counted before the status is decided
             status: FetchStatus = "partial" if self._tally.failed else "complete"
             metadata = self._storage.finalize(

@@ -8,6 +8,7 @@ docstring for the whole picture):
 * `writer` (under the lock): ``write_pages`` merges the pages' statistics, adapts the raw table's
   columns and appends the rows with their "page done" markers in one transaction, so a killed
   process never leaves half a page.
+* `threads`: the database runs on one thread while a fetch writes (``writing_pages``).
 * `finalizer` (under the lock): ``finalize`` renames the raw table into place when it already has
   the documented layout, else copies it once in (page, position) order, or builds the typed table
   from the JSON when profiles repeat; together with its metadata, in one transaction.
@@ -47,6 +48,7 @@ from .naming import learn_catalog_facts, quote_ident, validate_table_name
 from .opening import open_database, release
 from .page_stats import NOTHING_SETTLED
 from .pages import PageBatch, body_of, transform_page
+from .threads import WritingThreads
 from .workers import WorkerDatabases
 from .writer import PageWriter, create_raw
 
@@ -75,6 +77,7 @@ class StorageEngine:
         self._lock = threading.RLock()
         self._active: set[str] = set()
         self._writer = PageWriter()
+        self._writing = WritingThreads()
         self._workers = WorkerDatabases()
         self._closed = False
         try:
@@ -310,6 +313,19 @@ class StorageEngine:
                     session_id=session_id,
                     session=session,
                 )
+
+    @contextmanager
+    def writing_pages(self) -> Iterator[None]:
+        """Around a fetch's page writes: the database runs on one thread meanwhile (`threads`)."""
+        with self._lock:
+            self._check_open()
+            self._writing.start(self._conn)
+        try:
+            yield
+        finally:
+            with self._lock:
+                if not self._closed:
+                    self._writing.stop(self._conn)
 
     def write_pages(self, name: str, batches: Sequence[PageBatch]) -> int:
         """Append the batches' rows and their "page done" markers in ONE transaction."""

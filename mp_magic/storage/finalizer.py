@@ -9,8 +9,7 @@ same transaction as the metadata, so a reader sees the old table or the new one,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -33,7 +32,6 @@ from .catalog import (
 from .ledger import FetchRecord
 from .metadata import metadata_for, queries_of
 from .naming import LAST_SEEN_PROPERTY, quote_ident, stage_column, stage_property
-from .opening import row_group_size
 from .schema import (
     PropertyColumn,
     columns_for,
@@ -43,6 +41,7 @@ from .schema import (
     merged_stats,
     typed_select,
 )
+from .threads import one_thread_for_one_row_group, setting_kept
 from .writer import RAW_BOOKKEEPING, wide
 
 
@@ -68,7 +67,7 @@ def finalize_fetch(
         status = "partial"
     include_base = _needs_base(conn, fetch)
     keep_raw = status != "complete"
-    with _thread_setting_kept(conn), transaction(conn):
+    with setting_kept(conn), transaction(conn):
         column_map = _build_table(conn, stored, fetch, include_base=include_base, keep_raw=keep_raw)
         rows = int(scalar(conn, f"SELECT count(*) FROM {user_table(stored)}"))
         if not keep_raw:
@@ -179,7 +178,7 @@ def _build_table(
             with_last_seen=shape.last_seen,
             ordered=not in_order,
         )
-        _one_thread_for_one_row_group(conn, raw)
+        one_thread_for_one_row_group(conn, raw)
         conn.execute(f"CREATE OR REPLACE TABLE {user_table(name)} AS {sql}", params)
         return {c.column: c.prop for c in columns}
     after = list(physical)[list(physical).index("properties") + 1 :]
@@ -222,42 +221,6 @@ def _fixed_columns(shape: _Shape) -> list[str]:
     )
 
 
-@contextmanager
-def _thread_setting_kept(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """DuckDB's thread count as it was before finalize, once its transaction is over.
-
-    A build from a single row group lowers it (`_one_thread_for_one_row_group`); it is put back
-    here, outside the transaction, because an aborted one (an interrupt, a failed statement)
-    refuses even ``SET``.
-    """
-    threads = int(scalar(conn, "SELECT current_setting('threads')"))
-    try:
-        yield
-    finally:
-        if int(scalar(conn, "SELECT current_setting('threads')")) != threads:
-            conn.execute(f"SET threads = {threads}")
-
-
-def _one_thread_for_one_row_group(conn: duckdb.DuckDBPyConnection, source: str) -> None:
-    """Build from ``source`` on one DuckDB thread when it fits in a single row group.
-
-    A row group is scanned by one thread, so a second has nothing to read, yet an ordered build
-    on two still collects per thread and stitches the parts in order. An in-memory fetch of up to
-    122,880 profiles is one row group: its copy took 0.28 s on two threads and 0.15 s on one (and
-    up to 250 against 170 MB of DuckDB memory); the wide build from JSON 1.8-2.0 s against
-    1.4-1.6 s, one core busy either way. A workspace file's 16,384-row groups do gain from a
-    second thread (0.48-0.84 s against 0.62-0.86 s), so they keep it. finalize_fetch restores
-    the setting.
-
-    The rows are counted, not the groups: ``pragma_storage_info`` lists every column's segments
-    (15-45 ms for a 30,000-profile fetch, a third of its copy), while more rows than a group
-    holds always mean several groups, and fewer on several groups leave a second thread little.
-    """
-    rows = int(scalar(conn, f"SELECT count(*) FROM {source}") or 0)
-    if rows <= row_group_size(conn):
-        conn.execute("SET threads = 1")
-
-
 _SORT_ROWS = 10_000
 """Rows sorted at a time when a fetch's pages are put back in page order."""
 
@@ -286,7 +249,7 @@ def _copy_from_raw(
     select = f"SELECT {', '.join(parts)} FROM {raw_table(name)}"
     target = user_table(name)
     if not ordered:
-        _one_thread_for_one_row_group(conn, raw_table(name))
+        one_thread_for_one_row_group(conn, raw_table(name))
         conn.execute(f"CREATE OR REPLACE TABLE {target} AS {select}")
         return
     # Sorting the whole fetch at once held every row (JSON included) in memory: a 200,000-profile
