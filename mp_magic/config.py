@@ -35,7 +35,6 @@ from .setting_values import (
     Convert,
     _backoff,
     _boolean,
-    _budget_url,
     _count_pages,
     _duration,
     _memory,
@@ -45,6 +44,7 @@ from .setting_values import (
     _text,
     _timeout,
     _url,
+    redis_url,
 )
 from .urls import mask_url
 
@@ -188,7 +188,7 @@ class Settings:
     )
     budget_url: str | None = _setting(
         None,
-        convert=_budget_url,
+        convert=redis_url,
         help="the team's shared query budget, redis://host:6379/0",
         hidden=True,
     )

@@ -112,9 +112,17 @@ def _url(blame: str, raw: Any) -> str:
     return value
 
 
-def _budget_url(blame: str, raw: Any) -> str:
+def redis_url(blame: str, raw: Any) -> str:
+    """A team budget's address: ``redis://`` or ``rediss://`` with a host and a numeric port."""
     value = _text(blame, raw)
-    if urlsplit(value).scheme not in ("redis", "rediss"):
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigurationError(
+            blame, f"{mask_url(value)!r} is not a valid URL; write it like redis://host:6379/0"
+        ) from None
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
         raise ConfigurationError(
             blame,
             f"{mask_url(value)!r} is not a redis:// or rediss:// URL like redis://host:6379/0",

@@ -27,16 +27,33 @@ def _netloc(host: str | None, port: int | None, user: str | None, password: str 
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password (if any) replaced by ``****``; the user name is kept."""
+    """The URL with its password (if any) replaced by ``****``; the user name is kept.
+
+    A URL that does not parse (a port that is not a number, a broken IPv6 host, no ``//``) keeps
+    none of its user information: all before the host's last ``@``, which a password may contain.
+    """
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        return url.split("@", 1)[-1] if "@" in url else url
+        return _masked_unparsed(url)
+    if not parts.netloc and "@" in url:  # ``user:pass@host`` without a scheme reads as a path
+        return _masked_unparsed(url)
     if parts.password is None:
         return url
     netloc = _netloc(parts.hostname, port, parts.username, MASK)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _masked_unparsed(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    ends = [at for at in (rest.find(c) for c in "/?#") if at >= 0]
+    netloc, tail = rest[: min(ends, default=len(rest))], rest[min(ends, default=len(rest)) :]
+    if "@" not in netloc:
+        return url
+    return f"{scheme}{sep}{MASK}@{netloc.rpartition('@')[2]}{tail}"
 
 
 def strip_userinfo(url: str) -> str:

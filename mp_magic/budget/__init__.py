@@ -18,7 +18,7 @@ from .claims import Claim, ClaimAsk, Denial, LedgerView
 from .core import DEFAULT_LEASE_SECONDS, QueryBudget, default_margin
 from .fallback import FallbackLedger, fallback_warning
 from .ledger import Ledger, MemoryLedger, this_holder
-from .redis_ledger import RedisLedger, mask_url, redis_errors
+from .redis_ledger import RedisLedger, redis_errors
 from .sqlite_ledger import SqliteLedger, default_ledger_path, project_hash
 from .status import BudgetStatus, render_status
 
@@ -43,7 +43,6 @@ __all__ = [
     "lease_seconds",
     "ledger_for",
     "machine_ledger",
-    "mask_url",
     "private_budget",
     "render_status",
     "shared_budget",

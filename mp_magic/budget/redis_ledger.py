@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from ..exceptions import ConfigurationError
+from ..setting_values import redis_url
 from ..types import WaitReason
+from ..urls import mask_url
 from .claims import (
     CONCURRENT_POLL,
     IN_FLIGHT_RECHECK,
@@ -202,44 +203,11 @@ return {tostring(now), cjson.encode(claims), blocked, reason}
 TEAM_EXTRA_HINT = "pip install 'mp_magic[team]'"
 
 
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``****`` (user names and hosts stay readable)."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparseable URL>"
-    if not password:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:****@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-def check_redis_url(url: str) -> None:
-    """Refuse, in one line, a budget URL that is not ``redis://`` or ``rediss://``."""
-    try:
-        parts = urlsplit(url)
-        scheme, host = parts.scheme, parts.hostname
-        _ = parts.port
-    except ValueError:
-        scheme, host = "", None
-    if scheme not in ("redis", "rediss") or not host:
-        raise ConfigurationError(
-            "MP_BUDGET_URL",
-            f"{mask_url(url)!r} is not a Redis URL; write it like redis://host:6379/0",
-        )
-
-
 class RedisLedger:
     """Claims in a Redis hash per project; every operation one atomic script."""
 
     def __init__(self, url: str, project: str, *, timeout: float = 5.0) -> None:
-        check_redis_url(url)
+        redis_url("MP_BUDGET_URL", url)
         try:
             import redis
         except ImportError:

@@ -17,12 +17,12 @@ from mp_magic.budget import (
     QueryBudget,
     RedisLedger,
     ledger_for,
-    mask_url,
     render_status,
     shared_budget,
 )
 from mp_magic.config import Credentials, QueryBudgetSpec, Secret, Settings
 from mp_magic.exceptions import ConfigurationError, MpMagicWarning
+from mp_magic.urls import mask_url
 
 PASSWORD = "Redis-pw-4Qz9-never-shown"
 
@@ -151,3 +151,21 @@ def test_settings_read_the_two_budget_settings() -> None:
     with pytest.raises(ConfigurationError) as caught:
         Settings.load(env={"MP_COUNT_PAGES": "some"})
     assert str(caught.value).startswith("MP_COUNT_PAGES: ") and "first" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis://:{PASSWORD}@host:99999/0",
+        f"redis://:{PASSWORD}@host:port/0",
+        f"redis://:{PASSWORD}@[::1/0",
+        f"http://:{PASSWORD}@host:6379/0",
+        "redis:///0",
+    ],
+)
+def test_an_unusable_budget_url_is_refused_in_one_line_when_read(url: str) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        team_settings(url)
+    message = str(refused.value)
+    assert message.startswith("MP_BUDGET_URL: ") and "\n" not in message
+    assert "redis://host:6379/0" in message and PASSWORD not in message

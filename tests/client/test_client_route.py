@@ -239,3 +239,18 @@ def test_url_masking_and_stripping(url: str, masked: str, stripped: str) -> None
     assert strip_userinfo(url) == stripped
     if ":****@" in masked:
         assert set(url_secrets(url)) >= {url.split(":", 2)[2].split("@")[0]}
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("redis://:pa@ss@host:99999/0", "redis://****@host:99999/0"),  # port out of range
+        ("http://u:se@cret@host:abc/x", "http://****@host:abc/x"),  # port not a number
+        ("redis://:p@ss@[::1", "redis://****@[::1"),  # broken IPv6 host
+        ("u:pa@ss@host:6379?x=1", "****@host:6379?x=1"),  # no scheme: reads as a path
+    ],
+)
+def test_a_url_that_does_not_parse_shows_no_part_of_its_password(url: str, masked: str) -> None:
+    from mp_magic.urls import mask_url
+
+    assert mask_url(url) == masked
