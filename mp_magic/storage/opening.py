@@ -60,8 +60,19 @@ to compress: 100,000 profiles took 2.5-2.6 s instead of 3.1-4.6 s, 200,000 took 
 of 7.4-9.1 s, and 400,000 13 s instead of 25 s. The price is memory: the table stays
 uncompressed, about 1.2 KB a profile instead of 0.3 KB, so the fetch itself peaks higher (400,000
 profiles: 1.17 GB instead of 0.91 GB), though no higher than reading the table into a DataFrame
-does in either case (1.24 GB). Workspace files keep DuckDB's default: there a deferred checkpoint
-also means a longer write-ahead log, and a file is the place for tables too big for memory."""
+does in either case (1.24 GB). A workspace file has its own threshold, `FILE_CHECKPOINT_THRESHOLD`."""
+
+FILE_CHECKPOINT_THRESHOLD = "64MB"
+"""When a workspace file moves what a fetch appended from its write-ahead log into the file.
+
+With DuckDB's default (16 MB) a 100,000-profile fetch stopped six times to compress its raw rows
+(0.15-0.85 s each, on the writer thread), rows that finalize then copies into the typed table and
+drops whenever a property appeared after the first page, as in most real fetches: that fetch took
+5.2-6.6 s. At 64 MB it took 4.1-4.9 s and left a 56 MB file instead of 69 MB, its peak memory the
+same (200,000 profiles: 495 MiB, 426 MiB under a 512 MB cap, against 494 and 437 MiB). At 128 MB
+a fetch was faster still (3.4-4.8 s) but 200,000 profiles peaked at 559 MiB, nearly twice what
+20,000 need; the log's appended rows wait in memory for the checkpoint. A crash meanwhile loses
+nothing committed: the log is replayed when the file is next opened."""
 
 # Names an attached file cannot take: the connection's own databases and schemas.
 _RESERVED = frozenset({"memory", "system", "temp", "main"})
@@ -119,8 +130,11 @@ def open_database(
 
 def _attach(path: Path, config: Config) -> duckdb.DuckDBPyConnection:
     """The file as the connection's default database, under the name DuckDB itself would give
-    it (the file's stem), with `ROW_GROUP_SIZE`; only ATTACH takes that option."""
-    conn = duckdb.connect(":memory:", config=config)
+    it (the file's stem), with `ROW_GROUP_SIZE` (only ATTACH takes that option) and
+    `FILE_CHECKPOINT_THRESHOLD`."""
+    conn = duckdb.connect(
+        ":memory:", config={"checkpoint_threshold": FILE_CHECKPOINT_THRESHOLD, **config}
+    )
     try:
         alias = quote_ident(path.stem if path.stem.lower() not in _RESERVED else "workspace")
         literal = "'" + str(path).replace("'", "''") + "'"
