@@ -13,6 +13,8 @@ are done before the clock starts. It prints one JSON line: wall and CPU seconds 
   fetch_file    `mp_magic`'s fetch into the DuckDB file named by $MP_BENCH_FILE, then `table()`
   reuse_file    the same call in a new process on that file (a kernel restart): answered from the
                 table, no query spent, then `table()`
+  fetch_file_duckdb_checkpoints
+                `fetch_file` with DuckDB's own checkpoint threshold instead of mp_magic's
 
 With PAGE_SIZE, `mp_magic` and `floor` ask for pages of that size.
 """
@@ -107,12 +109,18 @@ def mp_magic(url: str, page_size: int | None) -> Callable[[], tuple[int, int]]:
     return run
 
 
-def _fetch_into_file(url: str, *, expect_reuse: bool) -> Callable[[], tuple[int, int]]:
+def _fetch_into_file(
+    url: str, *, expect_reuse: bool, duckdb_checkpoints: bool = False
+) -> Callable[[], tuple[int, int]]:
     import os
+
+    import duckdb
 
     from mp_magic import Workspace
 
     path = os.environ["MP_BENCH_FILE"]
+    # DuckDB's own threshold, asked from DuckDB before the clock starts
+    default = duckdb.connect().sql("SELECT current_setting('checkpoint_threshold')").fetchall()
 
     def run() -> tuple[int, int]:
         with Workspace(
@@ -124,6 +132,8 @@ def _fetch_into_file(url: str, *, expect_reuse: bool) -> Callable[[], tuple[int,
             query_budget="100000/3600",
             max_age="1h",
         ) as ws:
+            if duckdb_checkpoints:  # the database's setting: the fetch's writer follows it
+                ws.sql(f"SET checkpoint_threshold = '{default[0][0]}'")
             result = ws.fetch_profiles("p", parallel=True, max_workers=WORKERS, progress=False)
             frame = ws.table("p")
         assert result.reused == expect_reuse, result
@@ -140,12 +150,17 @@ def reuse_file(url: str, page_size: int | None) -> Callable[[], tuple[int, int]]
     return _fetch_into_file(url, expect_reuse=True)
 
 
+def fetch_file_duckdb_checkpoints(url: str, page_size: int | None) -> Callable[[], tuple[int, int]]:
+    return _fetch_into_file(url, expect_reuse=False, duckdb_checkpoints=True)
+
+
 CONTENDERS = {
     "floor": floor,
     "peer": peer,
     "mp_magic": mp_magic,
     "fetch_file": fetch_file,
     "reuse_file": reuse_file,
+    "fetch_file_duckdb_checkpoints": fetch_file_duckdb_checkpoints,
 }
 
 

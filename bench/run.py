@@ -17,6 +17,7 @@ memory do not count against the client being measured. Targets (from the issues)
              and ≤ 2× the floor; peak RSS ≤ 0.75× the peer; 30 pages × 100 ms ≤ 1.10× the floor
   page_size  200,000 profiles at page sizes 1,000 / 5,000 / 10,000: queries, wall, peak RSS
   reuse      a re-run after a kernel restart, answered from the table ÷ the fetch it saves  < 0.05
+  file_fetch 100 × 1,000 into a workspace file: mp_magic's checkpoint threshold ÷ DuckDB's own
   profile    py-spy over mp_magic's 100 × 1,000 fetch: busy share per thread, top lines
   writer_probe  the storage writer's per-page INSERT + COMMIT replayed on plain DuckDB, and what
              leaving out the JSON cast / the raw JSON, batching ten pages, or no compression saves
@@ -43,7 +44,12 @@ sys.path.insert(0, str(ROOT))
 
 from notebook_day import bench_notebook_day  # noqa: E402
 from profile_fetch import bench_profile  # noqa: E402  (bench/ is the script's directory)
-from side_by_side import bench_page_size, bench_reuse, bench_side_by_side  # noqa: E402
+from side_by_side import (  # noqa: E402
+    bench_file_fetch,
+    bench_page_size,
+    bench_reuse,
+    bench_side_by_side,
+)
 from team_budget import bench_team_budget  # noqa: E402
 from writer_probe import bench_writer_probe  # noqa: E402
 
@@ -385,6 +391,7 @@ BENCHES = {
     "side_by_side": lambda: bench_side_by_side(emulator, warm),
     "page_size": lambda: bench_page_size(emulator, warm),
     "reuse": lambda: bench_reuse(emulator, warm),
+    "file_fetch": lambda: bench_file_fetch(emulator, warm),
     "profile": lambda: bench_profile(emulator, warm),
     "writer_probe": lambda: bench_writer_probe(emulator, warm),
 }

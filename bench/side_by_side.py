@@ -154,3 +154,43 @@ def bench_reuse(emulator: Emulator, warm: Callable[[str], None]) -> dict[str, An
         "ratio_reuse_over_fetch": _ratio(reuse_s, fetch_s, 3),  # (two digits would round 0.047 up)
         "target": "< 0.05",
     }
+
+
+def bench_file_fetch(emulator: Emulator, warm: Callable[[str], None]) -> dict[str, Any]:
+    """A fetch into a workspace file (a notebook's default) with mp_magic's checkpoint threshold
+    against the same fetch with DuckDB's own (storage/opening.py says why they differ).
+
+    Paired rounds, alternating which goes first, each a fresh process on a fresh file.
+    """
+    rounds = 3
+    modes = ("fetch_file", "fetch_file_duckdb_checkpoints")
+    walls: dict[str, list[float]] = {mode: [] for mode in modes}
+    peaks: dict[str, list[float]] = {mode: [] for mode in modes}
+    sizes: dict[str, list[float]] = {mode: [] for mode in modes}
+    with emulator(profiles=100_000, page_size=1000, latency=0) as url:
+        warm(url)
+        for n in range(rounds):
+            for mode in modes if n % 2 == 0 else modes[::-1]:
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = os.path.join(tmp, "bench.duckdb")
+                    got = run_contender(mode, url, env={"MP_BENCH_FILE": path})
+                    sizes[mode].append(os.path.getsize(path) / 2**20)
+                assert got["rows"] == 100_000, (mode, got)
+                walls[mode].append(got["wall_s"])
+                peaks[mode].append(got["peak_kib"] / 1024)
+    ours, theirs = modes
+    pairs = [a / b for a, b in zip(walls[ours], walls[theirs], strict=True)]
+    return {
+        "case": f"100 pages x 1,000 into a DuckDB file, then table(); {rounds} paired rounds",
+        "wall_s_mp_magic_threshold": [round(w, 2) for w in walls[ours]],
+        "wall_s_duckdb_threshold": [round(w, 2) for w in walls[theirs]],
+        "ratio_wall_per_round": [round(r, 2) for r in pairs],
+        "peak_mib_mp_magic_over_duckdb": _ratio(
+            statistics.median(peaks[ours]), statistics.median(peaks[theirs])
+        ),
+        "file_mib_mp_magic_duckdb": [
+            round(statistics.median(sizes[ours])),
+            round(statistics.median(sizes[theirs])),
+        ],
+        "target": "wall < 1, peak <= 1.05",
+    }
