@@ -93,6 +93,14 @@ class Workspace:
                 "MP_API_URL is set but no credentials are; set MP_USERNAME, MP_SECRET and "
                 "MP_PROJECT_ID (or unset MP_API_URL to use the built-in emulator)",
             )
+        if settings.credentials is None and settings.budget_url is not None:
+            # The built-in emulator always keeps a budget of its own: the team's would go unused.
+            raise ConfigurationError(
+                "MP_BUDGET_URL",
+                "names a team query budget, but no credentials are set, so the built-in "
+                "emulator would answer with a budget of its own; set MP_USERNAME, MP_SECRET and "
+                "MP_PROJECT_ID (or unset MP_BUDGET_URL)",
+            )
         self._settings = settings
         self._emulator_options = {**DEFAULT_EMULATOR_OPTIONS, **(emulator or {})}
         self._announce = announce  # front ends that say where profiles come from pass False

@@ -31,6 +31,8 @@ ENV_CASES: list[tuple[str, dict[str, str], str]] = [
     ("count-pages-some", {"MP_COUNT_PAGES": "some"}, "MP_COUNT_PAGES"),
     ("insecure-maybe", {"MP_ALLOW_INSECURE_HTTP": "maybe"}, "MP_ALLOW_INSECURE_HTTP"),
     ("budget-url-http", {"MP_BUDGET_URL": "http://redis:6379"}, "MP_BUDGET_URL"),
+    # a well-formed team budget with no credentials: the built-in emulator would not use it
+    ("budget-url-no-credentials", {"MP_BUDGET_URL": "redis://127.0.0.1:6379/0"}, "MP_BUDGET_URL"),
 ]
 
 FILE_CASES: list[tuple[str, str, str]] = [
