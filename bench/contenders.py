@@ -119,8 +119,10 @@ def _fetch_into_file(
     from mp_magic import Workspace
 
     path = os.environ["MP_BENCH_FILE"]
-    # DuckDB's own threshold, asked from DuckDB before the clock starts
-    default = duckdb.connect().sql("SELECT current_setting('checkpoint_threshold')").fetchall()
+    duckdb_threshold = None
+    if duckdb_checkpoints:  # DuckDB's own threshold, asked from DuckDB before the clock starts
+        found = duckdb.connect().sql("SELECT current_setting('checkpoint_threshold')").fetchall()
+        duckdb_threshold = found[0][0]
 
     def run() -> tuple[int, int]:
         with Workspace(
@@ -132,8 +134,8 @@ def _fetch_into_file(
             query_budget="100000/3600",
             max_age="1h",
         ) as ws:
-            if duckdb_checkpoints:  # the database's setting: the fetch's writer follows it
-                ws.sql(f"SET checkpoint_threshold = '{default[0][0]}'")
+            if duckdb_threshold is not None:  # the database's setting: the writer follows it
+                ws.sql(f"SET checkpoint_threshold = '{duckdb_threshold}'")
             result = ws.fetch_profiles("p", parallel=True, max_workers=WORKERS, progress=False)
             frame = ws.table("p")
         assert result.reused == expect_reuse, result

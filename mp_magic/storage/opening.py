@@ -100,11 +100,15 @@ def _check_is_database(path: Path) -> None:
 def open_database(
     path: Path | None, config: Config
 ) -> tuple[duckdb.DuckDBPyConnection, Path | None]:
-    """(connection, the resolved path it holds in the registry); release it with `release`."""
+    """(connection, the resolved path it holds in the registry); release it with `release`.
+
+    Each kind of workspace gets its own checkpoint threshold here (a caller's ``config`` wins).
+    """
+    threshold = IN_MEMORY_CHECKPOINT_THRESHOLD if path is None else FILE_CHECKPOINT_THRESHOLD
+    config = {"checkpoint_threshold": threshold, **config}
     if path is None:
         try:
-            in_memory = {"checkpoint_threshold": IN_MEMORY_CHECKPOINT_THRESHOLD, **config}
-            return duckdb.connect(":memory:", config=in_memory), None
+            return duckdb.connect(":memory:", config=config), None
         except duckdb.Error as exc:
             raise StorageError(f"cannot open an in-memory DuckDB database: {exc}") from exc
     resolved = path.expanduser().resolve()
@@ -130,11 +134,8 @@ def open_database(
 
 def _attach(path: Path, config: Config) -> duckdb.DuckDBPyConnection:
     """The file as the connection's default database, under the name DuckDB itself would give
-    it (the file's stem), with `ROW_GROUP_SIZE` (only ATTACH takes that option) and
-    `FILE_CHECKPOINT_THRESHOLD`."""
-    conn = duckdb.connect(
-        ":memory:", config={"checkpoint_threshold": FILE_CHECKPOINT_THRESHOLD, **config}
-    )
+    it (the file's stem), with `ROW_GROUP_SIZE`; only ATTACH takes that option."""
+    conn = duckdb.connect(":memory:", config=config)
     try:
         alias = quote_ident(path.stem if path.stem.lower() not in _RESERVED else "workspace")
         literal = "'" + str(path).replace("'", "''") + "'"
