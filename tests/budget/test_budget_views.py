@@ -20,6 +20,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from mp_magic import Workspace
 from mp_magic import workspace as workspace_module
+from mp_magic.exceptions import MpMagicWarning
 from mp_magic.workspace import set_default_workspace
 
 
@@ -51,9 +52,11 @@ def test_a_429_teaches_the_budget_what_others_spent(emu: Any, tmp_path: Path) ->
         page_size=100,
         max_age=0,
     ) as ws:
-        result = ws.fetch_profiles("people", wait_for_budget=False, progress=False)
+        with pytest.warns(MpMagicWarning) as told:
+            result = ws.fetch_profiles("people", wait_for_budget=False, progress=False)
         status = ws.budget_status()
     assert result.status == "partial"  # the hour ran out; --no-wait stopped instead of waiting
+    assert any("stopped at the query budget with 3 pages left" in str(w.message) for w in told)
     assert emu.stats.rate_limited == 1  # one refusal taught it: no second 429
     assert status.used == 6 and status.left == 0  # the server's count, ours included
     assert status.used_elsewhere >= 4  # what another tool spent is in the ledger now

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from mp_magic import BudgetWait, EngageQuery, FetchCancelledError, Workspace
+from mp_magic.exceptions import MpMagicWarning
 from mp_magic.progress import TextProgress
 
 MakeWorkspace = Callable[..., Workspace]
@@ -61,8 +62,12 @@ def test_session_lifetime_shorter_than_the_fetch_is_recovered(
 ) -> None:
     # Sessions live 1.2 s; pacing at 4 queries/s makes the fetch outlive several of them.
     ws = make_workspace(profiles=1350, page_size=100, query_budget="4/1", session_ttl=1.2)
-    result = ws.fetch_profiles("s", parallel=True, progress=False)
+    with pytest.warns(MpMagicWarning) as told:
+        result = ws.fetch_profiles("s", parallel=True, progress=False)
     assert not result.has_failures
+    said = [str(w.message) for w in told]
+    assert any("the fetch will pace itself" in text for text in said)  # told before it waits
+    assert any("session expired mid-fetch; opened a new one" in text for text in said)
     assert result.sessions >= 2
     assert ids_in(ws, "s") == expected_ids(ws)  # no duplicates across sessions
     assert ws.metadata("s").sessions == result.sessions
@@ -89,10 +94,11 @@ def test_interrupting_during_a_wait_keeps_pages_and_resume_continues(
         if event.reason == "hourly":
             cancel.set()
 
-    with pytest.raises(FetchCancelledError):
+    with pytest.raises(FetchCancelledError), pytest.warns(MpMagicWarning, match="pace itself"):
         ws.fetch_profiles("w", parallel=True, on_wait=stop_on_wait, cancel=cancel, progress=False)
     state = ws.storage.fetch_state("w")
     assert state is not None and len(state.pages_done) == 3  # the window's pages were kept
-    resumed = ws.resume("w", progress=False)
+    with pytest.warns(MpMagicWarning, match="7 more pages need 7 queries"):
+        resumed = ws.resume("w", progress=False)
     assert not resumed.has_failures
     assert ids_in(ws, "w") == expected_ids(ws)

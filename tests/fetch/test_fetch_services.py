@@ -21,7 +21,7 @@ from mp_magic import (
     Workspace,
 )
 from mp_magic.emulator import Fault
-from mp_magic.exceptions import BudgetWarning, WorkerCapWarning
+from mp_magic.exceptions import BudgetWarning, MpMagicWarning, WorkerCapWarning
 
 MakeWorkspace = Callable[..., Workspace]
 
@@ -217,7 +217,8 @@ def test_session_expiring_mid_fetch_opens_a_new_one_without_duplicates(
 ) -> None:
     ws = make_workspace()
     ws.emulator.add_fault(Fault(kind="expire_session", pages={4}, times=1))
-    result = ws.fetch_profiles("s", parallel=parallel, progress=False)
+    with pytest.warns(MpMagicWarning, match="session expired mid-fetch; opened a new one"):
+        result = ws.fetch_profiles("s", parallel=parallel, progress=False)
     assert result.sessions == 2 and not result.has_failures
     assert ids_in(ws, "s") == expected_ids(ws)
     assert ws.metadata("s").sessions == 2
@@ -254,18 +255,26 @@ def test_cancel_keeps_pages_and_resume_completes(
 
 def test_no_wait_stops_at_the_budget_and_resume_finishes(make_workspace: MakeWorkspace) -> None:
     ws = make_workspace(profiles=700, query_budget="3/2")
-    result = ws.fetch_profiles("nw", parallel=True, wait_for_budget=False, progress=False)
+    with pytest.warns(MpMagicWarning) as told:
+        result = ws.fetch_profiles("nw", parallel=True, wait_for_budget=False, progress=False)
+    said = [str(w.message) for w in told]
+    assert any("the fetch will stop when they are used up" in text for text in said)
+    assert any("stopped at the query budget with 6 pages left" in text for text in said)
     assert result.has_failures and result.status == "partial"
     assert 0 < result.total_rows < 700
-    resumed = ws.resume("nw", progress=False)
+    with pytest.warns(MpMagicWarning, match="6 more pages need 6 queries"):
+        resumed = ws.resume("nw", progress=False)
     assert not resumed.has_failures
     assert ids_in(ws, "nw") == expected_ids(ws)
 
 
 def test_two_fetches_share_one_budget(make_workspace: MakeWorkspace) -> None:
     ws = make_workspace(profiles=500, query_budget="4/1.5")
-    first = ws.fetch_profiles("one", progress=False)
-    second = ws.fetch_profiles("two", progress=False)
+    with pytest.warns(MpMagicWarning, match="3 of the 4 per 1.5 s are left"):
+        first = ws.fetch_profiles("one", progress=False)
+    with warnings.catch_warnings():  # how much of the window is left now depends on the clock
+        warnings.simplefilter("ignore", MpMagicWarning)
+        second = ws.fetch_profiles("two", progress=False)
     assert first.total_rows == second.total_rows == 500
     assert second.waited_seconds > 0  # the second fetch found the window partly spent
     assert ws.emulator.stats.by_status.get(429, 0) == 0

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from mp_magic import QueryValidationError, Workspace
+from mp_magic.exceptions import MpMagicWarning
 
 MakeWorkspace = Callable[..., Workspace]
 PROFILES = 2345
@@ -118,6 +119,7 @@ def test_first_page_counting_finishes_a_long_fetch_without_waiting(
 
 def test_counting_every_page_paces_as_before(make_workspace: MakeWorkspace) -> None:
     ws = make_workspace(profiles=800, page_size=100, query_budget="4/1.5")
-    result = ws.fetch_profiles("people", progress=False)
+    with pytest.warns(MpMagicWarning, match="the fetch will pace itself"):
+        result = ws.fetch_profiles("people", progress=False)
     assert result.status == "complete" and result.waited_seconds >= 1.0
     assert ws.emulator.stats.rate_limited == 0

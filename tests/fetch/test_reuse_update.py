@@ -20,6 +20,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from mp_magic import QueryValidationError, Workspace
 from mp_magic import workspace as workspace_module
+from mp_magic.exceptions import MpMagicWarning
 from mp_magic.workspace import notebook_workspace_path, set_default_workspace
 
 PROFILES, PAGE = 1200, 100
@@ -90,7 +91,8 @@ def test_a_partial_table_is_not_reused(emulator: Any, tmp_path: Path) -> None:
         partial = ws.fetch_profiles("people", progress=False)
         assert partial.status == "partial"
         before = requests(emulator)
-        again = ws.fetch_profiles("people", replace=True, progress=False)
+        with pytest.warns(MpMagicWarning, match="this new fetch discards them"):
+            again = ws.fetch_profiles("people", replace=True, progress=False)
         assert not again.reused and requests(emulator) > before
 
 

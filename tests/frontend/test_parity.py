@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from mp_magic import workspace as workspace_module
-from mp_magic.exceptions import InvalidTableNameError, QueryValidationError
+from mp_magic.exceptions import InvalidTableNameError, MpMagicWarning, QueryValidationError
 from mp_magic.form import FetchForm
 from mp_magic.query import engage_params
 from mp_magic.request import fetch_options, flag_for
@@ -235,19 +236,21 @@ def test_every_front_end_gives_the_same_outcome(
 ) -> None:
     disagreements: list[str] = []
     outcomes: dict[str, Outcome] = {}
-    for case, table, options in CASES:
-        seen: dict[str, Outcome] = {}
-        for name, run in front_ends.items():
-            before = emulator.stats["requests"]
-            outcome = run(table, dict(options))
-            if outcome is None:
-                continue
-            if outcome[0] == "refused" and emulator.stats["requests"] != before:
-                disagreements.append(f"{case}: {name} sent a request before refusing")
-            seen[name] = outcome
-        if len(set(seen.values())) != 1:
-            disagreements.append(f"{case}: {seen}")
-        outcomes[case] = seen["python"]
+    with warnings.catch_warnings(record=True) as told:  # what each front end was warned of
+        warnings.simplefilter("always", MpMagicWarning)
+        for case, table, options in CASES:
+            seen: dict[str, Outcome] = {}
+            for name, run in front_ends.items():
+                before = emulator.stats["requests"]
+                outcome = run(table, dict(options))
+                if outcome is None:
+                    continue
+                if outcome[0] == "refused" and emulator.stats["requests"] != before:
+                    disagreements.append(f"{case}: {name} sent a request before refusing")
+                seen[name] = outcome
+            if len(set(seen.values())) != 1:
+                disagreements.append(f"{case}: {seen}")
+            outcomes[case] = seen["python"]
     assert disagreements == [], "\n".join(disagreements)
     # and the outcomes are the ones the request's rules promise
     assert outcomes["workers-imply-parallel"] == ("fetched", PROFILES, "complete", True)
@@ -265,3 +268,7 @@ def test_every_front_end_gives_the_same_outcome(
     assert outcomes["empty-where"] == refused("where")
     assert outcomes["bad-table"] == refused("table")
     assert outcomes["page-size-huge"] == refused("page_size")
+    # and each front end was told why a fetch went otherwise than asked
+    said = [str(w.message) for w in told]
+    assert sum("9 workers asked for; using 5" in text for text in said) >= 2
+    assert sum("the server serves 100" in text for text in said) >= 2
