@@ -45,7 +45,7 @@ def _rounds(url: str, modes: tuple[str, ...], rounds: int, rows: int) -> dict[st
     runs first (or right after the heaviest one) on a machine whose load drifts."""
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     for n in range(rounds):
-        for mode in modes[n % len(modes) :] + modes[: n % len(modes)]:
+        for mode in _turned(modes, n):
             got = run_contender(mode, url)
             assert got["rows"] == rows, (mode, got)
             runs[mode].append(got)
@@ -61,12 +61,22 @@ def _rounds(url: str, modes: tuple[str, ...], rounds: int, rows: int) -> dict[st
     }
 
 
-def _per_round(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float]:
-    """The ratio of two contenders' walls within each round: median, lowest and highest.
+def _turned(modes: tuple[str, ...], n: int) -> tuple[str, ...]:
+    """Round ``n``'s order: the contenders turned by ``n``, so none always goes first."""
+    return modes[n % len(modes) :] + modes[: n % len(modes)]
+
+
+def _round_ratios(ours: list[float], theirs: list[float]) -> list[float]:
+    """Two contenders' walls divided round by round.
 
     Best against best can pair one contender's quiet moment with the other's busy one; a
     round's two runs are minutes apart at most, so their ratio is the steadier figure."""
-    ratios = [a / b for a, b in zip(ours["walls"], theirs["walls"], strict=True)]
+    return [a / b for a, b in zip(ours, theirs, strict=True)]
+
+
+def _per_round(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float]:
+    """`_round_ratios` of two contenders of `_rounds`: median, lowest and highest."""
+    ratios = _round_ratios(ours["walls"], theirs["walls"])
     return {
         "median": round(statistics.median(ratios), 2),
         "low": round(min(ratios), 2),
@@ -189,7 +199,7 @@ def bench_file_fetch(emulator: Emulator, warm: Callable[[str], None]) -> dict[st
     with emulator(profiles=100_000, page_size=1000, latency=0) as url:
         warm(url)
         for n in range(rounds):
-            for mode in modes if n % 2 == 0 else modes[::-1]:
+            for mode in _turned(modes, n):
                 with tempfile.TemporaryDirectory() as tmp:
                     path = os.path.join(tmp, "bench.duckdb")
                     got = run_contender(mode, url, env={"MP_BENCH_FILE": path})
@@ -198,7 +208,7 @@ def bench_file_fetch(emulator: Emulator, warm: Callable[[str], None]) -> dict[st
                 walls[mode].append(got["wall_s"])
                 peaks[mode].append(got["peak_kib"] / 1024)
     ours, theirs = modes
-    pairs = [a / b for a, b in zip(walls[ours], walls[theirs], strict=True)]
+    pairs = _round_ratios(walls[ours], walls[theirs])
     return {
         "case": f"100 pages x 1,000 into a DuckDB file, then table(); {rounds} paired rounds",
         "wall_s_mp_magic_threshold": [round(w, 2) for w in walls[ours]],
