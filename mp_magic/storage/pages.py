@@ -13,8 +13,9 @@ that can be done before the whole fetch is seen, inside DuckDB and Arrow (which 
 
 The single writer then only merges statistics, casts candidates to the fetch-wide type (cheap, or
 re-read from the properties JSON when a page disagrees) and appends; finalize renames the table.
-A page with more than `WIDE_PAGE` properties is only split (step 2): per-column costs make typing
-it page by page dearer than typing the whole fetch once at finalize.
+A page with more than `WIDE_PAGE` properties is only split (step 2), its few strings that may still
+be datetimes read for the statistics: per-column costs make typing it page by page dearer than
+typing the whole fetch once at finalize.
 """
 
 from __future__ import annotations
@@ -180,12 +181,12 @@ def transform_page(
         split, params = (
             (_SPLIT_UNCOUNTED, [body]) if rows is None else (_SPLIT_COUNTED, [rows, body])
         )
-        payload, candidates = _typed_page(
-            conn, split, params, structure, typed=len(structure) <= WIDE_PAGE
-        )
+        probes = _probes(structure, settled)
+        payload, candidates = _typed_page(conn, split, params, structure, probes=probes)
         if not payload.num_rows or payload.column("aligned")[0].as_py():
             payload = _json_typed(payload.drop_columns(["aligned"]))
             stats = page_stats(conn, payload, structure, candidates, body=body, settled=settled)
+            payload, candidates = _without_probes(payload, candidates, probes)
             return payload, stats, candidates
     # A page the fast split cannot take: read each profile on its own, and its structure too.
     text = conn.execute(
@@ -193,11 +194,35 @@ def transform_page(
     ).fetchall()[0][0]
     parsed = orjson.loads(text) if text else {}
     structure = parsed if isinstance(parsed, dict) else {}
-    payload, candidates = _typed_page(
-        conn, _SPLIT_BY_ELEMENT, [body], structure, typed=len(structure) <= WIDE_PAGE
-    )
+    probes = _probes(structure, settled)
+    payload, candidates = _typed_page(conn, _SPLIT_BY_ELEMENT, [body], structure, probes=probes)
     payload = _json_typed(payload.drop_columns(["aligned"]))
-    return payload, page_stats(conn, payload, structure, candidates, settled=settled), candidates
+    stats = page_stats(conn, payload, structure, candidates, settled=settled)
+    payload, candidates = _without_probes(payload, candidates, probes)
+    return payload, stats, candidates
+
+
+def _probes(structure: dict[str, Any], settled: Settled) -> list[str] | None:
+    """A wide page's string properties the fetch has not yet ruled out as datetimes; None for a
+    page that is typed (see `_typed_page`)."""
+    if len(structure) <= WIDE_PAGE:
+        return None
+    return [
+        key
+        for key, kind in structure.items()
+        if kind == "VARCHAR" and key != LAST_SEEN_PROPERTY and not settled.rules_out(key, kind)
+    ]
+
+
+def _without_probes(
+    payload: pa.Table, candidates: dict[str, str], probes: list[str] | None
+) -> tuple[pa.Table, dict[str, str]]:
+    """A wide page's payload and candidates as the writer takes them, without the probes' columns
+    (see `_typed_page`), so that wide pages append alike whatever each probed."""
+    if probes is None or not candidates:
+        return payload, candidates
+    dropped = [stage_column(key) for key, kind in candidates.items() if kind != NULL_ONLY]
+    return payload.drop_columns(dropped), {}
 
 
 def _json_typed(payload: pa.Table) -> pa.Table:
@@ -222,13 +247,17 @@ def _typed_page(
     split_params: list[Any],
     structure: dict[str, Any],
     *,
-    typed: bool = True,
+    probes: list[str] | None = None,
 ) -> tuple[pa.Table, dict[str, str]]:
     """Split the body and read every property as its page-level candidate type, in one query.
 
-    With ``typed=False`` (hundreds of sparse properties) only the split is done: reading every
-    property of every row costs more per page than reading them once for the whole table, which
-    the writer then does at finalize (it keeps such a fetch as JSON until then).
+    A wide page (more than `WIDE_PAGE` properties) is only split: reading every property of
+    every row costs more per page than reading them once for the whole table, which finalize
+    does (the writer keeps such a fetch as JSON until then). Only its ``probes`` are read: the
+    strings that might still be datetimes (usually one or two, such as ``$created``), whose
+    values the statistics need. The parse that reads ``$last_seen`` reads them too, where a read
+    from the body cost a parse of its own (3 ms of a sparse page's 25). The writer never sees a
+    probe (`_without_probes`).
     """
     lowered: dict[str, int] = {}
     for key in structure:
@@ -236,10 +265,9 @@ def _typed_page(
     # DuckDB's struct keys are case-insensitive: properties that differ only in case get no
     # candidate here; the writer reads them from the properties JSON instead.
     unique = [key for key in structure if lowered[key.lower()] == 1]
+    chosen = unique if probes is None else [key for key in probes if lowered[key.lower()] == 1]
     candidates = {
-        key: candidate_type(structure[key])
-        for key in (unique if typed else [])
-        if key != LAST_SEEN_PROPERTY
+        key: candidate_type(structure[key]) for key in chosen if key != LAST_SEEN_PROPERTY
     }
     transform: dict[str, Any] = {
         key: _transform_entry(t) for key, t in candidates.items() if t != NULL_ONLY

@@ -28,6 +28,7 @@ from mp_magic.storage.pages import (
     _properties_structure,
     _typed_page,
     body_of,
+    transform_page,
 )
 
 # Names a JSON path step must spell literally, and values on both sides of each test.
@@ -71,7 +72,7 @@ def _untyped_page(conn: duckdb.DuckDBPyConnection, body: str) -> tuple[Any, dict
     if structure is None:
         return None
     rows = len(orjson.loads(body)["results"])
-    payload, _ = _typed_page(conn, _SPLIT_COUNTED, [rows, body], structure, typed=False)
+    payload, _ = _typed_page(conn, _SPLIT_COUNTED, [rows, body], structure, probes=[])
     return _json_typed(payload.drop_columns(["aligned"])), structure
 
 
@@ -107,6 +108,32 @@ def test_a_settled_fact_is_recorded_as_the_fetch_has_it_and_the_rest_is_still_re
     assert stats["when"]["all_datetimes"] is False  # ruled out by an earlier page: not read
     assert stats["ts"]["all_datetimes"] is True  # read
     assert stats["big"]["ints_fit"] is False  # read: 2**63 is beyond a BIGINT
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.dictionaries(st.sampled_from(_NAMES), _VALUES, max_size=6), min_size=1, max_size=4),
+    st.sets(st.sampled_from(_NAMES)),
+)
+def test_a_wide_page_reads_its_possible_datetimes_with_the_split_and_hands_on_only_json(
+    rows: list[dict[str, Any]], ruled_out: set[str]
+) -> None:
+    # A wide page is not typed, but the strings that may be datetimes are read in the split's
+    # parse (its probes): the statistics must be those of reading every value from the JSON,
+    # and the writer must get the page as JSON only, whatever was probed.
+    conn = duckdb.connect()
+    filler = {f"f{i:03d}": i for i in range(WIDE_PAGE + 1)}
+    profiles = [profile(f"u{i}", **props, **filler) for i, props in enumerate(rows)]
+    body = body_of(profiles)
+    settled = Settled(not_datetimes=frozenset(ruled_out))
+    payload, stats, candidates = transform_page(conn, body, rows=len(rows), settled=settled)
+    page = _untyped_page(conn, body)
+    assert page is not None
+    untyped, structure = page
+    read = page_stats(conn, untyped, structure, {}, settled=settled)
+    assert stats.to_pylist() == read.to_pylist()
+    assert candidates == {}
+    assert payload.column_names == ["pos", "distinct_id", "last_seen", "properties"]
 
 
 def _wide_pages() -> list[list[dict[str, Any]]]:
