@@ -75,8 +75,13 @@ def _round_ratios(ours: list[float], theirs: list[float]) -> list[float]:
 
 
 def _per_round(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float]:
-    """`_round_ratios` of two contenders of `_rounds`: median, lowest and highest."""
-    ratios = _round_ratios(ours["walls"], theirs["walls"])
+    """`round_ratio_summary` of two contenders of `_rounds`."""
+    return round_ratio_summary(ours["walls"], theirs["walls"])
+
+
+def round_ratio_summary(ours: list[float], theirs: list[float]) -> dict[str, float]:
+    """`_round_ratios` of two lists of walls: median, lowest and highest."""
+    ratios = _round_ratios(ours, theirs)
     return {
         "median": round(statistics.median(ratios), 2),
         "low": round(min(ratios), 2),
