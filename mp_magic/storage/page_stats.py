@@ -29,6 +29,8 @@ from .schema import DATETIME_PATTERN, STATS_SCHEMA, MergedStats, json_pointer, s
 
 _DATETIME_REGEX = f"^{DATETIME_PATTERN}$"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_WIDE_INTS = ("UBIGINT", "HUGEINT")  # json_structure's integers that may not fit a BIGINT
+_TYPES_OF_SCALAR: dict[str, tuple[list[str], list[str] | None]] = {}  # see `_stats_table`
 
 
 BODY_READS = 4
@@ -91,9 +93,10 @@ def page_stats(
     confirm: dict[str, pa.ChunkedArray] = {}
     from_json: list[tuple[str, Any]] = []
     for key, kind in structure.items():
-        wide = kind in ("UBIGINT", "HUGEINT")
-        wide_list = isinstance(kind, list) and bool(kind) and kind[0] in ("UBIGINT", "HUGEINT")
-        if (kind != "VARCHAR" and not wide and not wide_list) or key == LAST_SEEN_PROPERTY:
+        wide_list = isinstance(kind, list) and bool(kind) and kind[0] in _WIDE_INTS
+        if (kind != "VARCHAR" and kind not in _WIDE_INTS and not wide_list) or (
+            key == LAST_SEEN_PROPERTY
+        ):
             continue  # ($last_seen is read into last_seen whatever the other values are)
         if settled.rules_out(key, kind):
             flags[key] = False
@@ -115,16 +118,40 @@ def page_stats(
     flags.update(_confirm_datetimes(conn, confirm))
     if from_json:
         flags.update(_json_flags(conn, payload, from_json, body))
-    columns: dict[str, list[Any]] = {name: [] for name in STATS_SCHEMA.names}
-    for key, kind in structure.items():
-        types, el_types = structure_types(kind)
-        wide = kind in ("UBIGINT", "HUGEINT")
-        columns["key"].append(key)
-        columns["types"].append(types)
-        columns["ints_fit"].append(flags.get(key, True) if wide else True)
-        columns["all_datetimes"].append(flags.get(key, True) if kind == "VARCHAR" else True)
-        columns["el_types"].append(el_types)
-        columns["el_ints_fit"].append(flags.get(key, True) if el_types is not None else None)
+    return _stats_table(structure, flags)
+
+
+def _stats_table(structure: dict[str, Any], flags: dict[str, bool]) -> pa.Table:
+    """The ``STATS_COLUMNS`` rows of a page: a sparse page has hundreds of properties, so the
+    types of a scalar kind are worked out once per process and the columns built whole."""
+    keys = list(structure)
+    kinds = list(structure.values())
+    typed = []
+    for kind in kinds:
+        if isinstance(kind, str):
+            found = _TYPES_OF_SCALAR.get(kind)
+            if found is None:
+                found = _TYPES_OF_SCALAR.setdefault(kind, structure_types(kind))
+            typed.append(found)
+        else:
+            typed.append(structure_types(kind))
+    columns = {
+        "key": keys,
+        "types": [types for types, _ in typed],
+        "ints_fit": [
+            flags.get(key, True) if kind in _WIDE_INTS else True
+            for key, kind in zip(keys, kinds, strict=True)
+        ],
+        "all_datetimes": [
+            flags.get(key, True) if kind == "VARCHAR" else True
+            for key, kind in zip(keys, kinds, strict=True)
+        ],
+        "el_types": [el_types for _, el_types in typed],
+        "el_ints_fit": [
+            flags.get(key, True) if el_types is not None else None
+            for key, (_, el_types) in zip(keys, typed, strict=True)
+        ],
+    }
     return pa.table(columns, schema=STATS_SCHEMA)
 
 
