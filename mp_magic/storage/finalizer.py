@@ -168,14 +168,15 @@ def _build_table(
     if wide(merged):
         # Kept as JSON while fetching: read every property once, for the whole table.
         src = (
-            f"(SELECT distinct_id, group_key, properties, page_index AS __o1, pos AS __o2, "
-            f"write_no AS __o3 FROM {raw})"
+            f"(SELECT distinct_id, group_key, last_seen, properties, page_index AS __o1, "
+            f"pos AS __o2, write_no AS __o3 FROM {raw})"
         )
         sql, params = typed_select(
             columns,
             src=src,
             with_group_key=shape.group_key,
             with_last_seen=shape.last_seen,
+            last_seen_in_src=True,
             ordered=not in_order,
         )
         one_thread_for_one_row_group(conn, raw)

@@ -226,8 +226,12 @@ def typed_select(
     with_group_key: bool,
     ordered: bool = True,
     with_last_seen: bool = True,
+    last_seen_in_src: bool = False,
 ) -> tuple[str, list[Any]]:
     """SELECT building the wide table from ``src`` (distinct_id, group_key, properties, ordering).
+
+    ``last_seen_in_src``: ``src`` has the rows' ``last_seen`` already read (a fetch's raw rows,
+    whose pages read it), so it is not read from every document again; a merged row's is.
 
     One ``json_transform(properties, structure)`` per row parses each document once and casts
     every property to its column type; fields are read back by position (`struct_extract_at`).
@@ -237,7 +241,9 @@ def typed_select(
     names are sanitised by the naming rule and quoted.
     """
     parts = ["distinct_id"]
-    if with_last_seen:
+    if with_last_seen and last_seen_in_src:
+        parts.append("last_seen")
+    elif with_last_seen:
         parts.append(
             f"TRY_CAST(json_extract_string(properties, '{json_pointer(LAST_SEEN_PROPERTY)}') "
             "AS TIMESTAMP) AS last_seen"
