@@ -204,13 +204,23 @@ def json_pointer(prop: str) -> str:
     return "/" + prop.replace("~", "~0").replace("/", "~1")
 
 
+def json_null_as_null(value: str) -> str:
+    """SQL turning a JSON ``null`` (a property set to null) into NULL, as a missing one is.
+
+    ``value`` is JSON that DuckDB wrote (``json_extract``, ``json_transform``), minified, so a
+    null is exactly the text ``null``: a comparison of the text, where ``json_type`` parsed every
+    value again (0.05-0.1 s of a 500-property finalize's 2.2 s).
+    """
+    return f"CASE WHEN CAST({value} AS VARCHAR) = 'null' THEN NULL ELSE {value} END"
+
+
 def _extract(sql_type: str, value: str) -> str:
     if sql_type == "VARCHAR":
         return f"json_extract_string({value}, '$')"
     if sql_type == "TIMESTAMP":
         return f"CAST(json_extract_string({value}, '$') AS TIMESTAMP)"
     if sql_type == "JSON":
-        return f"CASE WHEN json_type({value}) = 'NULL' THEN NULL ELSE {value} END"
+        return json_null_as_null(value)
     return f"CAST({value} AS {sql_type})"
 
 
@@ -260,7 +270,7 @@ def typed_select(
             structure[col.prop] = _transform_type(col.sql_type)
             expr = f"struct_extract_at(__s, {len(structure)})"
             if col.sql_type == "JSON":
-                expr = f"CASE WHEN json_type({expr}) = 'NULL' THEN NULL ELSE {expr} END"
+                expr = json_null_as_null(expr)
         else:
             pointers.append(json_pointer(col.prop))
             expr = _extract(col.sql_type, f"__v[{len(pointers)}]")

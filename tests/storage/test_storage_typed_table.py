@@ -317,6 +317,37 @@ def test_properties_differing_only_in_case(storage: StorageEngine) -> None:
     assert pd.isna(rows["b"]["Plan_2"])
 
 
+_WIDE_FILLER = {f"f{i:03d}": i for i in range(300)}
+
+
+@pytest.mark.parametrize(
+    "pages",
+    [
+        # one page whose values disagree: the page reads the property as JSON
+        [[profile("a", x=5), profile("b", x="n/a"), profile("c", x=None), profile("d")]],
+        # pages that disagree: the column written as BIGINT is re-read from the JSON
+        [[profile("a", x=5)], [profile("b", x="n/a")], [profile("c", x=None), profile("d")]],
+        # too wide to type page by page: the whole fetch is read from its JSON at the end
+        [
+            [profile("a", x=5, **_WIDE_FILLER), profile("b", x="n/a")],
+            [profile("c", x=None), profile("d")],
+        ],
+        # a name that differs from another only in case: read by JSON pointer
+        [[profile("a", x=5, X=1), profile("b", x="n/a", X=2), profile("c", x=None), profile("d")]],
+    ],
+    ids=["one page", "pages disagree", "wide", "case-colliding name"],
+)
+def test_a_json_column_reads_a_property_set_to_null_as_null(
+    storage: StorageEngine, pages: list[list[dict[str, Any]]]
+) -> None:
+    meta = run_fetch(storage, "nulls", pages)
+    x = next(column for column, prop in meta.column_map.items() if prop == "x")
+    assert _types(storage, "nulls")[x] == "JSON"
+    rows = _by_id(storage, "nulls")
+    assert rows["a"][x] == "5" and rows["b"][x] == '"n/a"'
+    assert pd.isna(rows["c"][x]) and pd.isna(rows["d"][x])  # set to null, and missing
+
+
 def test_integer_types_across_pages_signs_and_sizes(storage: StorageEngine) -> None:
     """Per-page statistics must merge to the same types a pass over every value would give."""
     pages = [
