@@ -14,6 +14,7 @@ back, so the page records it as the fetch has it. On a sparse page that leaves a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,6 @@ from .schema import DATETIME_PATTERN, STATS_SCHEMA, MergedStats, json_pointer, s
 _DATETIME_REGEX = f"^{DATETIME_PATTERN}$"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _WIDE_INTS = ("UBIGINT", "HUGEINT")  # json_structure's integers that may not fit a BIGINT
-_TYPES_OF_SCALAR: dict[str, tuple[list[str], list[str] | None]] = {}  # see `_stats_table`
 
 
 BODY_READS = 4
@@ -121,20 +121,21 @@ def page_stats(
     return _stats_table(structure, flags)
 
 
+@functools.cache
+def _scalar_types(kind: str) -> tuple[list[str], list[str] | None]:
+    """`structure_types` of a scalar kind; a handful of kinds exist. The lists are shared, so
+    they are only read (into Arrow)."""
+    return structure_types(kind)
+
+
 def _stats_table(structure: dict[str, Any], flags: dict[str, bool]) -> pa.Table:
     """The ``STATS_COLUMNS`` rows of a page: a sparse page has hundreds of properties, so the
     types of a scalar kind are worked out once per process and the columns built whole."""
     keys = list(structure)
     kinds = list(structure.values())
-    typed = []
-    for kind in kinds:
-        if isinstance(kind, str):
-            found = _TYPES_OF_SCALAR.get(kind)
-            if found is None:
-                found = _TYPES_OF_SCALAR.setdefault(kind, structure_types(kind))
-            typed.append(found)
-        else:
-            typed.append(structure_types(kind))
+    typed = [
+        _scalar_types(kind) if isinstance(kind, str) else structure_types(kind) for kind in kinds
+    ]
     columns = {
         "key": keys,
         "types": [types for types, _ in typed],
