@@ -412,6 +412,13 @@ class StorageEngine:
     def table(self, name: str, *, raw: bool = False) -> pd.DataFrame:
         """A whole table; ``raw=True`` gives distinct_id and the original properties JSON only."""
         validate_table_name(name)
+        with self._lock:
+            if not raw and not self._active:
+                # No fetch is writing, and the lock holds off every write this engine makes, so
+                # the two cursors read the same rows; during a fetch the database runs on one
+                # thread (`writing_pages`) and one cursor reads, never waiting for the writer.
+                with self._reader() as cur, self._reader() as beside:
+                    return reader.read_table_on_two(cur, beside, name)
         with self._reader() as cur:
             return reader.read_table(cur, name, raw=raw)
 

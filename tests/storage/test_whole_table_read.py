@@ -1,0 +1,74 @@
+"""A whole-table read gives the frame one query gives, however it is split across cursors.
+
+With no fetch writing, `table()` reads the raw JSON on a second cursor beside the typed columns
+(figures in `reader.read_table_on_two`); during a fetch one cursor reads. Either way the frame
+must be the one ``SELECT *`` gives: same columns in the same order, same dtypes, same rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from duckdb import DuckDBPyConnection
+from storage_support import StorageEngine, mixed_pages, profile, run_fetch
+
+from mp_magic.exceptions import TableNotFoundError
+from mp_magic.query import EngageQuery
+from mp_magic.storage import reader
+
+
+def _split_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the tables read on two cursors (the real function runs)."""
+    seen: list[str] = []
+    real = reader.read_table_on_two
+
+    def spy(cur: DuckDBPyConnection, beside: DuckDBPyConnection, name: str) -> pd.DataFrame:
+        seen.append(name)
+        return real(cur, beside, name)
+
+    monkeypatch.setattr(reader, "read_table_on_two", spy)
+    return seen
+
+
+@pytest.mark.parametrize("where", ["memory", "file"])
+def test_the_split_read_is_the_frame_one_query_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    split = _split_reads(monkeypatch)
+    with StorageEngine(None if where == "memory" else tmp_path / "ws.duckdb") as engine:
+        run_fetch(engine, "people", mixed_pages())  # every typing case, a late property too
+        whole = engine.table("people")
+        assert split == ["people"]
+        pd.testing.assert_frame_equal(whole, engine.sql("SELECT * FROM people"))
+        assert list(whole.columns)[-1] == "properties"
+        assert whole["distinct_id"].tolist() == ["u1", "u2", "u3", "u4", "u5"]
+
+
+def test_a_table_without_raw_json_is_read_whole(storage: StorageEngine) -> None:
+    storage.sql("CREATE TABLE plain AS SELECT range AS n, 'x' || range AS label FROM range(5)")
+    pd.testing.assert_frame_equal(storage.table("plain"), storage.sql("SELECT * FROM plain"))
+
+
+def test_a_missing_table_is_named_in_one_line(storage: StorageEngine) -> None:
+    with pytest.raises(TableNotFoundError, match="'nobody' does not exist"):
+        storage.table("nobody")
+
+
+def test_during_a_fetch_one_cursor_reads(
+    storage: StorageEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_fetch(storage, "people", mixed_pages())
+    expected = storage.sql("SELECT * FROM people")
+    split = _split_reads(monkeypatch)
+    storage.prepare_fetch("other", query=EngageQuery(), mode="create", parallel=False)
+    storage.record_plan(
+        "other", total_profiles=1, page_size=1000, total_pages=1, session_id="sess-2"
+    )
+    storage.write_pages("other", [storage.page_batch(0, [profile("v1", n=1)])])
+    pd.testing.assert_frame_equal(storage.table("people"), expected)
+    assert split == []  # a fetch is writing: the one-cursor read
+    storage.finalize("other", status="complete")
+    pd.testing.assert_frame_equal(storage.table("people"), expected)
+    assert split == ["people"]
