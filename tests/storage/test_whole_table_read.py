@@ -7,6 +7,7 @@ must be the one ``SELECT *`` gives: same columns in the same order, same dtypes,
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -72,3 +73,39 @@ def test_during_a_fetch_one_cursor_reads(
     storage.finalize("other", status="complete")
     pd.testing.assert_frame_equal(storage.table("people"), expected)
     assert split == ["people"]
+
+
+def test_a_table_replaced_while_it_is_read_reads_old_or_new_never_a_mix(
+    storage: StorageEngine,
+) -> None:
+    """Reads in a loop while another thread replaces the table: every frame is one whole
+    version (the lock keeps finalize's swap out of a split read; a fetch in flight reads on one
+    cursor)."""
+    old_pages = [[profile(f"old{p}-{i}", n=i, tag="old") for i in range(500)] for p in range(4)]
+    new_pages = [[profile(f"new{p}-{i}", n=-i, tag="new") for i in range(500)] for p in range(4)]
+    run_fetch(storage, "people", old_pages)
+    old = storage.table("people")
+    replaced = threading.Event()
+    failure: list[BaseException] = []
+
+    def replace() -> None:
+        try:
+            run_fetch(storage, "people", new_pages, mode="replace")
+        except BaseException as exc:  # the test reports it below
+            failure.append(exc)
+        finally:
+            replaced.set()
+
+    seen: list[pd.DataFrame] = []
+    worker = threading.Thread(target=replace)
+    worker.start()
+    while not replaced.is_set():
+        seen.append(storage.table("people"))
+    worker.join()
+    assert not failure, failure
+    new = storage.table("people")
+    seen.append(new)
+    assert set(new["tag"].unique()) == {"new"}
+    for frame in seen:
+        version = old if frame["distinct_id"].iloc[0].startswith("old") else new
+        pd.testing.assert_frame_equal(frame, version)
