@@ -418,7 +418,7 @@ class StorageEngine:
                 # the two cursors read the same rows; during a fetch the database runs on one
                 # thread (`writing_pages`) and one cursor reads, never waiting for the writer.
                 with self._reader() as cur, self._reader() as beside:
-                    return reader.read_table_on_two(cur, beside, name)
+                    return reader.read_table(cur, name, raw=False, beside=beside)
         with self._reader() as cur:
             return reader.read_table(cur, name, raw=raw)
 

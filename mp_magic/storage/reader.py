@@ -19,7 +19,7 @@ import pyarrow as pa
 from ..exceptions import StorageError, TableNotFoundError
 from ..types import TableMetadata
 from . import ledger
-from .catalog import RAW_PREFIX, scalar, sql_literal, table_exists, user_table
+from .catalog import RAW_PREFIX, columns_of, scalar, sql_literal, table_exists, user_table
 from .frames import arrow_to_pandas
 from .metadata import metadata_for, queries_of
 from .naming import quote_ident
@@ -46,32 +46,30 @@ def run_sql(cur: duckdb.DuckDBPyConnection, query: str, params: list[Any] | None
         raise StorageError(f"SQL failed: {exc}") from exc
 
 
-def read_table(cur: duckdb.DuckDBPyConnection, name: str, *, raw: bool) -> pd.DataFrame:
-    if not table_exists(cur, name):
-        raise TableNotFoundError(f"table {name!r} does not exist; see tables() for what does")
-    columns = "distinct_id, properties" if raw else "*"
-    return arrow_to_pandas(cur.sql(f"SELECT {columns} FROM {user_table(name)}").to_arrow_table())
-
-
-def read_table_on_two(
-    cur: duckdb.DuckDBPyConnection, beside: duckdb.DuckDBPyConnection, name: str
+def read_table(
+    cur: duckdb.DuckDBPyConnection,
+    name: str,
+    *,
+    raw: bool,
+    beside: duckdb.DuckDBPyConnection | None = None,
 ) -> pd.DataFrame:
-    """The whole table: its raw JSON read on ``beside``, on a second thread, as ``cur`` reads
-    the typed columns; the same frame `read_table` gives.
+    """The whole table (``raw``: distinct_id and the raw JSON only); with ``beside``, the raw JSON
+    is read on that cursor, on a second thread, as ``cur`` reads the typed columns.
 
     DuckDB scans a row group on one thread, and an in-memory table of up to 122,880 profiles is
     one row group, so one query turned a fetched 100,000-profile table into a frame on one core
     while the other idled: 0.187 s, against 0.143 s split in two (30,000: 0.057 against 0.049;
-    medians of eight fresh processes). Two cursors are two snapshots: the caller makes sure
-    nothing writes the table meanwhile.
+    medians of eight fresh processes). Two cursors are two snapshots: a caller passing ``beside``
+    makes sure nothing writes the table meanwhile.
     """
     if not table_exists(cur, name):
         raise TableNotFoundError(f"table {name!r} does not exist; see tables() for what does")
     source = user_table(name)
-    order = cur.sql(f"SELECT * FROM {source}").columns  # bound, not run
+    order = [] if raw or beside is None else columns_of(cur, name)
     typed = [c for c in order if c != RAW_JSON]
-    if len(typed) == len(order) or not typed:  # nothing to split
-        return arrow_to_pandas(cur.sql(f"SELECT * FROM {source}").to_arrow_table())
+    if beside is None or not typed or len(typed) == len(order):  # one query: nothing to split
+        columns = f"distinct_id, {RAW_JSON}" if raw else "*"
+        return arrow_to_pandas(cur.sql(f"SELECT {columns} FROM {source}").to_arrow_table())
 
     def read(on: duckdb.DuckDBPyConnection, columns: list[str]) -> pa.Table:
         listed = ", ".join(quote_ident(c) for c in columns)

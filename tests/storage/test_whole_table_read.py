@@ -1,7 +1,7 @@
 """A whole-table read gives the frame one query gives, however it is split across cursors.
 
 With no fetch writing, `table()` reads the raw JSON on a second cursor beside the typed columns
-(figures in `reader.read_table_on_two`); during a fetch one cursor reads. Either way the frame
+(figures in `reader.read_table`); during a fetch one cursor reads. Either way the frame
 must be the one ``SELECT *`` gives: same columns in the same order, same dtypes, same rows.
 """
 
@@ -23,13 +23,20 @@ from mp_magic.storage import reader
 def _split_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Names of the tables read on two cursors (the real function runs)."""
     seen: list[str] = []
-    real = reader.read_table_on_two
+    real = reader.read_table
 
-    def spy(cur: DuckDBPyConnection, beside: DuckDBPyConnection, name: str) -> pd.DataFrame:
-        seen.append(name)
-        return real(cur, beside, name)
+    def spy(
+        cur: DuckDBPyConnection,
+        name: str,
+        *,
+        raw: bool,
+        beside: DuckDBPyConnection | None = None,
+    ) -> pd.DataFrame:
+        if beside is not None:
+            seen.append(name)
+        return real(cur, name, raw=raw, beside=beside)
 
-    monkeypatch.setattr(reader, "read_table_on_two", spy)
+    monkeypatch.setattr(reader, "read_table", spy)
     return seen
 
 
