@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 from duckdb import DuckDBPyConnection
@@ -116,3 +117,14 @@ def test_a_table_replaced_while_it_is_read_reads_old_or_new_never_a_mix(
     for frame in seen:
         version = old if frame["distinct_id"].iloc[0].startswith("old") else new
         pd.testing.assert_frame_equal(frame, version)
+
+
+def test_a_failing_half_fails_the_read_and_leaves_the_cursor_usable(storage: StorageEngine) -> None:
+    """The raw JSON's half cannot be read (its cursor is gone): the read raises, not hangs, and
+    the typed half's cursor reads on."""
+    run_fetch(storage, "people", mixed_pages())
+    with storage._reader() as cur, storage._reader() as beside:
+        beside.close()
+        with pytest.raises(duckdb.ConnectionException, match="closed"):
+            reader.read_table(cur, "people", raw=False, beside=beside)
+        assert len(reader.read_table(cur, "people", raw=False)) == 5
