@@ -327,6 +327,8 @@ class Workspace:
         return literal_dollars(self._storage.sql(query))  # `$` stays literal in notebooks
 
     def table(self, name: str, *, raw: bool = False) -> pd.DataFrame:
+        """One typed column per property; the raw JSON only with ``raw`` (SQL sees both), as
+        it repeats every value and would double the frame's memory."""
         return literal_dollars(self._storage.table(name, raw=raw))
 
     def tables(self) -> list[str]:

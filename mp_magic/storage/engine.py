@@ -410,7 +410,7 @@ class StorageEngine:
             return reader.run_sql(cur, query, params)
 
     def table(self, name: str, *, raw: bool = False) -> pd.DataFrame:
-        """A whole table; ``raw=True`` gives distinct_id and the original properties JSON only."""
+        """A whole table as a frame, all but the raw JSON; ``raw=True``: distinct_id and the JSON."""
         validate_table_name(name)
         with self._lock:
             if not raw and not self._active:

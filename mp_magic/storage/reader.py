@@ -53,32 +53,36 @@ def read_table(
     raw: bool,
     beside: duckdb.DuckDBPyConnection | None = None,
 ) -> pd.DataFrame:
-    """The whole table (``raw``: distinct_id and the raw JSON only); with ``beside``, the raw JSON
-    is read on that cursor, on a second thread, as ``cur`` reads the typed columns.
+    """The analysis frame: every column but the raw JSON (``raw``: distinct_id and the JSON only).
 
-    DuckDB scans a row group on one thread, and an in-memory table of up to 122,880 profiles is
-    one row group, so one query turned a fetched 100,000-profile table into a frame on one core
-    while the other idled: 0.187 s, against 0.143 s split in two (30,000: 0.057 against 0.049;
-    medians of eight fresh processes). Two cursors are two snapshots: a caller passing ``beside``
-    makes sure nothing writes the table meanwhile.
+    The JSON repeats every value the typed columns hold, about as many bytes again: in a frame
+    it doubled the memory a fetched table costs in pandas, so it stays in the table, where SQL
+    and ``raw`` reach it. With ``beside``, half the columns are read on that cursor, on a second
+    thread: DuckDB scans a row group on one thread, and an in-memory table of up to 122,880
+    profiles is one row group, so one query used one core while the other idled. Two cursors
+    are two snapshots: a caller passing ``beside`` makes sure nothing writes the table meanwhile.
     """
     if not table_exists(cur, name):
         raise TableNotFoundError(f"table {name!r} does not exist; see tables() for what does")
     source = user_table(name)
-    order = [] if raw or beside is None else columns_of(cur, name)
-    typed = [c for c in order if c != RAW_JSON]
-    if beside is None or not typed or len(typed) == len(order):  # one query: nothing to split
-        columns = f"distinct_id, {RAW_JSON}" if raw else "*"
-        return arrow_to_pandas(cur.sql(f"SELECT {columns} FROM {source}").to_arrow_table())
+    if raw:
+        return arrow_to_pandas(
+            cur.sql(f"SELECT distinct_id, {RAW_JSON} FROM {source}").to_arrow_table()
+        )
+    order = columns_of(cur, name)
+    if ledger.has_metadata(cur, name):  # a table of your own keeps a column of that name
+        order = [c for c in order if c != RAW_JSON]
 
     def read(on: duckdb.DuckDBPyConnection, columns: list[str]) -> pa.Table:
         listed = ", ".join(quote_ident(c) for c in columns)
         return on.sql(f"SELECT {listed} FROM {source}").to_arrow_table()
 
+    if beside is None or len(order) < 2:  # one query: nothing to split
+        return arrow_to_pandas(read(cur, order))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mp-read") as pool:
-        raw_json = pool.submit(read, beside, [RAW_JSON])
+        other = pool.submit(read, beside, order[1::2])  # every other column: similar weights
         try:
-            halves = read(cur, typed), raw_json.result()
+            halves = read(cur, order[::2]), other.result()
         except BaseException:  # an interrupt, say: the other half stops too
             beside.interrupt()
             raise

@@ -287,11 +287,14 @@ def test_quickstart_runs_in_jupyterlab(lab: Lab) -> None:
             _assert_no_errors(page)
             partial = page.query_selector_all(".mp-progress-partial")
             assert not partial, "a fetch in the quickstart came back partial"
-            # the fetched table's properties JSON is full of `$`: shown as typed, never as math
+            # the tables' `$` (property names in the JSON, values such as `$20+`): shown as
+            # typed, never as math
             _assert_no_math_in_outputs(page)
             fetched = _output_of_cell(page, "%mp_profiles df")
-            assert '"$email"' in fetched.inner_text(), fetched.inner_text()[:500]
+            assert "5000 rows" in fetched.inner_text(), fetched.inner_text()[:500]
             assert _scrolls_sideways(fetched), "the wide profiles table lost its horizontal scroll"
+            raw_json = _output_of_cell(page, "%mp_sql SELECT distinct_id, properties")
+            assert '"$email"' in raw_json.inner_text(), raw_json.inner_text()[:500]
 
             # the screenshot the README shows: the fetch's progress bar and its DataFrame
             with contextlib.suppress(Exception):  # more room for the table
@@ -304,11 +307,8 @@ def test_quickstart_runs_in_jupyterlab(lab: Lab) -> None:
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT))
             assert SCREENSHOT.stat().st_size > 10_000
-            # and the right end of the same table: the properties JSON, every `$` as typed
-            fetched.evaluate(
-                """(area) => { for (let el = area.querySelector('table.dataframe'); el && el !== area;
-                     el = el.parentElement) if (el.scrollWidth > el.clientWidth) el.scrollLeft = 1e6; }"""
-            )
+            # and the properties JSON, every `$` as typed
+            raw_json.scroll_into_view_if_needed()
             page.wait_for_timeout(300)
             page.screenshot(path=str(SCREENSHOT.with_name("quickstart-properties.png")))
         except BaseException:
@@ -404,7 +404,7 @@ def _write_dollar_notebook(path: Path) -> None:
         f"pd.DataFrame({{'note': [{DOLLAR_VALUE!r}]}})  # the user's own frame: LaTeX as usual",
         f"ws.sql(\"SELECT '{DOLLAR_VALUE}' AS note\")",
         "ws.fetch_profiles('people', progress=False, output_properties=['$email', 'plan'])\n"
-        "ws.table('people').head(3)",
+        "ws.table('people', raw=True).head(3)  # the JSON: property names start with `$`",
         PROGRESS_CELL,
     ]
     nb = nbformat.v4.new_notebook()
@@ -476,7 +476,7 @@ def test_fetch_form_renders_and_its_button_fetches(lab: Lab) -> None:
             assert form.query_selector(".mp-form-preview table.dataframe") is not None
             _assert_no_math_in_outputs(page)
             preview = form.query_selector(".mp-form-preview")
-            assert preview is not None and '"$email"' in preview.inner_text()
+            assert preview is not None and "\temail\n" in preview.inner_text()  # `$email` typed
             page.evaluate(
                 "() => document.querySelector('.mp-fetch-form').scrollIntoView({block: 'start'})"
             )

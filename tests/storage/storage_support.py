@@ -114,3 +114,9 @@ def run_fetch(
     for start in range(0, len(batches), per_write):
         storage.write_pages(name, batches[start : start + per_write])
     return storage.finalize(name, status="complete")
+
+
+def sql_columns(db: Any, name: str) -> list[str]:
+    """The table's own column order, as ``SELECT *`` in SQL sees it (``properties`` included);
+    ``db`` is a Workspace or a StorageEngine."""
+    return list(db.sql(f"SELECT * FROM {name} LIMIT 0").columns)

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
-from storage_support import profile, run_fetch
+from storage_support import profile, run_fetch, sql_columns
 
 from mp_magic.exceptions import (
     InvalidTableNameError,
@@ -114,7 +114,7 @@ def test_second_fetch_into_same_name_refused(storage: StorageEngine) -> None:
 
 def test_append_widens_table(storage: StorageEngine) -> None:
     run_fetch(storage, "people", [[profile("a", plan="free", ltv=1), profile("b", plan="pro")]])
-    assert list(storage.table("people").columns) == [
+    assert sql_columns(storage, "people") == [
         "distinct_id",
         "last_seen",
         "ltv",
@@ -199,7 +199,7 @@ def test_failed_pages_partial_then_retry(storage: StorageEngine) -> None:
     storage.write_pages("people", [storage.page_batch(1, [profile("c"), profile("d", x=1)])])
     meta = storage.finalize("people", status="complete", waited_seconds=1.5)
     assert meta.complete and meta.rows == 4 and meta.failed_page_indices == []
-    assert list(storage.table("people").columns) == ["distinct_id", "last_seen", "x", "properties"]
+    assert sql_columns(storage, "people") == ["distinct_id", "last_seen", "x", "properties"]
 
 
 def _markers(storage: StorageEngine, name: str) -> list[tuple[int, str]]:

@@ -1,8 +1,10 @@
 """A whole-table read gives the frame one query gives, however it is split across cursors.
 
-With no fetch writing, `table()` reads the raw JSON on a second cursor beside the typed columns
-(figures in `reader.read_table`); during a fetch one cursor reads. Either way the frame
-must be the one ``SELECT *`` gives: same columns in the same order, same dtypes, same rows.
+A fetched table's frame is every column but the raw JSON (which stays in the table, for SQL and
+``table(name, raw=True)``). With no fetch writing, `table()` reads half the columns on a second
+cursor (figures in `reader.read_table`); during a fetch one cursor reads. Either way the frame
+must be the one ``SELECT * EXCLUDE (properties)`` gives: same columns in the same order, same
+dtypes, same rows.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from storage_support import StorageEngine, mixed_pages, profile, run_fetch
 from mp_magic.exceptions import TableNotFoundError
 from mp_magic.query import EngageQuery
 from mp_magic.storage import reader
+
+EVERY_TYPED_COLUMN = "SELECT * EXCLUDE (properties) FROM people"
 
 
 def _split_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -50,14 +54,18 @@ def test_the_split_read_is_the_frame_one_query_gives(
         run_fetch(engine, "people", mixed_pages())  # every typing case, a late property too
         whole = engine.table("people")
         assert split == ["people"]
-        pd.testing.assert_frame_equal(whole, engine.sql("SELECT * FROM people"))
-        assert list(whole.columns)[-1] == "properties"
+        pd.testing.assert_frame_equal(whole, engine.sql(EVERY_TYPED_COLUMN))
+        assert "properties" not in whole.columns
+        assert engine.sql("SELECT * FROM people").columns[-1] == "properties"  # kept in the table
         assert whole["distinct_id"].tolist() == ["u1", "u2", "u3", "u4", "u5"]
 
 
-def test_a_table_without_raw_json_is_read_whole(storage: StorageEngine) -> None:
-    storage.sql("CREATE TABLE plain AS SELECT range AS n, 'x' || range AS label FROM range(5)")
+def test_a_table_of_your_own_is_read_whole(storage: StorageEngine) -> None:
+    """Only a fetched table's raw JSON is left out: a column of your own named `properties` stays."""
+    storage.sql("CREATE TABLE plain AS SELECT range AS n, 'x' || range AS properties FROM range(5)")
     pd.testing.assert_frame_equal(storage.table("plain"), storage.sql("SELECT * FROM plain"))
+    storage.sql("CREATE TABLE single AS SELECT range AS n FROM range(3)")
+    pd.testing.assert_frame_equal(storage.table("single"), storage.sql("SELECT * FROM single"))
 
 
 def test_a_missing_table_is_named_in_one_line(storage: StorageEngine) -> None:
@@ -69,7 +77,7 @@ def test_during_a_fetch_one_cursor_reads(
     storage: StorageEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_fetch(storage, "people", mixed_pages())
-    expected = storage.sql("SELECT * FROM people")
+    expected = storage.sql(EVERY_TYPED_COLUMN)
     split = _split_reads(monkeypatch)
     storage.prepare_fetch("other", query=EngageQuery(), mode="create", parallel=False)
     storage.record_plan(
@@ -120,8 +128,8 @@ def test_a_table_replaced_while_it_is_read_reads_old_or_new_never_a_mix(
 
 
 def test_a_failing_half_fails_the_read_and_leaves_the_cursor_usable(storage: StorageEngine) -> None:
-    """The raw JSON's half cannot be read (its cursor is gone): the read raises, not hangs, and
-    the typed half's cursor reads on."""
+    """The second cursor's half cannot be read (its cursor is gone): the read raises, not hangs,
+    and the first cursor reads on."""
     run_fetch(storage, "people", mixed_pages())
     with storage._reader() as cur, storage._reader() as beside:
         beside.close()
