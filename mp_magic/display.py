@@ -17,7 +17,7 @@ What works, in every front end we checked (the browser test asserts it in Jupyte
 
 What does not work: HTML entities (``&#36;``) — MathJax reads the decoded DOM text, so they are
 typeset just the same; ``$\\$$``-style escaping — it would change the values. The values are never
-touched here: ``df.loc[0, "properties"]`` is still the exact JSON.
+touched here: ``ws.table(name, raw=True).loc[0, "properties"]`` is still the exact JSON.
 
 Why scoped, not ``pd.set_option("display.html.use_mathjax", False)`` for the whole kernel: that
 would silently turn off LaTeX in the user's own frames (column labels like ``$\\alpha$``). Instead a
