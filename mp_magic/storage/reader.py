@@ -64,14 +64,14 @@ def read_table(
     medians of eight fresh processes). Two cursors are two snapshots: a caller passing
     ``beside`` makes sure nothing writes the table meanwhile.
     """
-    if not table_exists(cur, name):
+    order = columns_of(cur, name)
+    if not order:  # a DuckDB table has at least one column: none means no table
         raise TableNotFoundError(f"table {name!r} does not exist; see tables() for what does")
     source = user_table(name)
     if raw:
         return arrow_to_pandas(
             cur.sql(f"SELECT distinct_id, {RAW_JSON} FROM {source}").to_arrow_table()
         )
-    order = columns_of(cur, name)
     if ledger.has_metadata(cur, name):  # a table of your own keeps a column of that name
         order = [c for c in order if c != RAW_JSON]
 

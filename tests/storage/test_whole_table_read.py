@@ -69,6 +69,10 @@ def test_a_table_of_your_own_is_read_whole(storage: StorageEngine) -> None:
 
 
 def test_a_missing_table_is_named_in_one_line(storage: StorageEngine) -> None:
+    for raw in (False, True):
+        with pytest.raises(TableNotFoundError, match="'nobody' does not exist"):
+            storage.table("nobody", raw=raw)
+    storage.sql("CREATE TEMP TABLE nobody AS SELECT 1 AS n")  # not a workspace table
     with pytest.raises(TableNotFoundError, match="'nobody' does not exist"):
         storage.table("nobody")
 
